@@ -47,6 +47,7 @@ from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from tabb_torchrl.data.policies import SquashedGaussianActor, save_behavior_policy
+from tabb_torchrl.objectives.sac import FusedSACUpdate
 
 OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "__"), replace=True)
 
@@ -166,6 +167,12 @@ class SACTrainer:
         self.actor_net, self.loss, self.target_updater, self.optims = make_sac(
             cfg, self.obs_dim, self.act_dim, self.device
         )
+        if cfg.sac_update not in ("fused", "torchrl"):
+            raise ValueError(f"sac_update must be 'fused' or 'torchrl', got {cfg.sac_update!r}")
+        self.fused = (
+            FusedSACUpdate(self.actor_net, self.loss, list(self.optims.values()), gamma=cfg.gamma, tau=cfg.tau)
+            if cfg.sac_update == "fused" else None
+        )
         self.rb = ReplayBuffer(storage=LazyTensorStorage(int(cfg.buffer_size)), batch_size=int(cfg.batch_size))
         self.step = 0
         self.updates = 0
@@ -202,8 +209,13 @@ class SACTrainer:
         return float(np.mean(returns)), float(np.std(returns))
 
     # -- learning
-    def update(self) -> TensorDict:
+    def update(self) -> dict:
         batch = self.rb.sample().to(self.device)
+        if self.fused is not None:
+            metrics = self.fused(batch["observation"], batch["action"], batch["next", "reward"],
+                                 batch["next", "observation"], batch["next", "terminated"])
+            self.updates += 1
+            return dict(zip(self.fused.METRICS, metrics))
         out = self.loss(batch)
         total = out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]
         for opt in self.optims.values():

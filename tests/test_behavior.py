@@ -118,3 +118,25 @@ def test_behavior_policy_single_observation():
     pol = BehaviorPolicy(SquashedGaussianActor(3, 1, (8,)), seed=0, action_low=-2.0, action_high=2.0)
     a = pol(np.zeros(3))
     assert a.shape == (1,) and abs(a[0]) <= 2
+
+
+def test_checkpoints_interchangeable_between_update_paths(tmp_path):
+    """A run trained with TorchRL's SACLoss resumes with the fused update (same parameters and optimisers)."""
+    _train(tmp_path, 100, "sac_update=torchrl")
+    ck100 = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    out = _train(tmp_path, 150, "sac_update=fused")
+    assert "[resume] Hopper-v5 from step 100" in out, out
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 150 and ck["updates"] == 150 - 50 + 1
+    assert sorted(ck["loss"]) == sorted(ck100["loss"])
+    for key in ("actor_network_params.module.0.module.head.weight", "qvalue_network_params.module.0.weight",
+                "target_qvalue_network_params.module.0.weight", "log_alpha"):
+        assert not torch.equal(ck["loss"][key], ck100["loss"][key]), key  # the fused steps trained them
+    assert ck["optims"]["qvalue"]["state"][0]["step"] == ck100["optims"]["qvalue"]["state"][0]["step"] + 50
+
+
+def test_unknown_update_path_is_rejected(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    out = subprocess.run([sys.executable, str(SCRIPT), *TINY, "total_steps=10", f"run_dir={tmp_path}",
+                          "sac_update=jax"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode != 0 and "sac_update must be 'fused' or 'torchrl'" in out.stderr

@@ -4,6 +4,8 @@
 * :class:`TABBLoss` -- Eqs. 8-10 (target-aligned critic, value and actor).
 * :class:`FusedTABBUpdate` -- the whole RL step (Eqs. 5, 7-10, Adam, Polyak) in flat
   tensors, on the parameters of a :class:`TABBLoss` (the recipe's default update).
+* :class:`FusedSACUpdate` -- a SAC-v2 step in flat tensors on the parameters of a TorchRL
+  ``SACLoss`` (the behaviour-policy recipe's default update).
 * :mod:`tabb_torchrl.objectives.functional` -- one function per equation
   (Eq. 5 :func:`target_bellman_mismatch`, Eq. 7 :func:`tbm_weights`, ...).
 """
@@ -20,9 +22,11 @@ from tabb_torchrl.objectives.functional import (
 )
 from tabb_torchrl.objectives.fused import FusedTABBUpdate
 from tabb_torchrl.objectives.latent_model import LatentModelLoss, effective_rank
+from tabb_torchrl.objectives.sac import FusedSACUpdate
 from tabb_torchrl.objectives.tabb import TABBLoss
 
 __all__ = [
+    "FusedSACUpdate",
     "FusedTABBUpdate",
     "LatentModelLoss",
     "TABBLoss",
