@@ -15,7 +15,9 @@ Outputs in ``run_dir``:
 * ``medium.pt`` -- shipped-format actor of the first evaluation reaching
   ``medium_return``; ``medium_replay.pt`` -- the replay buffer up to that step
   (the ``medium-replay`` dataset).
-* ``expert.pt`` -- shipped-format actor of the best evaluation so far;
+* ``expert.pt`` -- shipped-format actor of the best evaluation so far; its
+  metadata say whether the run has *plateaued* (the best return has not
+  improved by more than ``plateau_tolerance`` for ``plateau_window`` steps);
   ``final.pt`` -- the last actor.
 * ``eval_history.json`` -- evaluation returns; ``log.txt`` if you redirect to it.
 
@@ -183,6 +185,8 @@ class SACTrainer:
         self.eval_history: list[dict] = []
         self.medium_step: int | None = None
         self.best_return = -math.inf
+        self.plateau_ref = (0, -math.inf)  # (step, return) of the last significant improvement
+        self.plateau_step: int | None = None  # step at which the plateau was detected
         self.elapsed = 0.0
         self.obs, _ = self.env.reset(seed=int(cfg.seed))
 
@@ -228,7 +232,7 @@ class SACTrainer:
         return out.detach()
 
     # -- snapshots / checkpoints
-    def _save_actor(self, name: str, quality: str, ret: float, std: float) -> None:
+    def _save_actor(self, name: str, quality: str, ret: float, std: float, **extra) -> None:
         save_behavior_policy(
             self.run_dir / name,
             self.actor_net,
@@ -245,6 +249,7 @@ class SACTrainer:
                 "eval_episodes": int(self.cfg.eval_episodes),
                 "medium_return_threshold": self.medium_return,
                 "config": OmegaConf.to_container(self.cfg, resolve=True),
+                **extra,
             },
         )
 
@@ -264,6 +269,8 @@ class SACTrainer:
             "eval_history": self.eval_history,
             "medium_step": self.medium_step,
             "best_return": self.best_return,
+            "plateau_ref": self.plateau_ref,
+            "plateau_step": self.plateau_step,
             "elapsed": self.elapsed,
             "loss": self.loss.state_dict(),
             "optims": {k: o.state_dict() for k, o in self.optims.items()},
@@ -290,6 +297,10 @@ class SACTrainer:
         for k in ("step", "updates", "episodes", "ep_return", "ep_len", "train_returns", "eval_history",
                   "medium_step", "best_return", "elapsed"):
             setattr(self, k, ckpt[k])
+        # checkpoints written before plateau tracking: start the window at the best evaluation so far
+        best = max(self.eval_history, key=lambda e: e["return_mean"], default=None)
+        self.plateau_ref = tuple(ckpt.get("plateau_ref", (best["step"], best["return_mean"]) if best else (0, -math.inf)))
+        self.plateau_step = ckpt.get("plateau_step")
         self.loss.load_state_dict(ckpt["loss"])
         for k, o in self.optims.items():
             o.load_state_dict(ckpt["optims"][k])
@@ -317,6 +328,9 @@ class SACTrainer:
                       f"medium_return={self.medium_return} total_steps={cfg.total_steps}")
         if cfg.stop_after_medium and self.medium_step is not None:
             self._log(f"[stop] medium snapshot already taken at step {self.medium_step} (stop_after_medium)")
+            return
+        if cfg.stop_at_plateau and self.plateau_step is not None:
+            self._log(f"[stop] expert snapshot plateaued at step {self.plateau_step} (stop_at_plateau)")
             return
         total = int(cfg.total_steps)
         t_last, upd_last, step_last = time.perf_counter(), self.updates, self.step
@@ -359,7 +373,7 @@ class SACTrainer:
                 for _ in range(int(cfg.utd)):
                     last_losses = self.update()
 
-            stop = False
+            stop = ""
             if self.step % int(cfg.eval_every) == 0 or self.step == total:
                 stop = self._evaluate_and_snapshot()
             if self.step % int(cfg.log_every) == 0:
@@ -378,7 +392,7 @@ class SACTrainer:
                 self.elapsed = elapsed0 + time.perf_counter() - t_start
                 self.save_checkpoint()
             if stop:
-                self._log(f"[stop] medium snapshot taken at step {self.medium_step} (stop_after_medium)")
+                self._log(f"[stop] {stop}")
                 break
         self._save_actor("final.pt", "final", *(self._last_eval()))
         self._log(f"[done] step {self.step} best eval {self.best_return:.1f} medium_step {self.medium_step}")
@@ -389,15 +403,32 @@ class SACTrainer:
             return e["return_mean"], e["return_std"]
         return float("nan"), float("nan")
 
-    def _evaluate_and_snapshot(self) -> bool:
+    def _plateau_info(self) -> dict:
+        return {"plateaued": self.plateau_step is not None, "plateau_step": self.plateau_step,
+                "plateau_window": int(self.cfg.plateau_window), "plateau_tolerance": float(self.cfg.plateau_tolerance)}
+
+    def _evaluate_and_snapshot(self) -> str:
+        """Evaluate, write the snapshots; a non-empty return value says why the run stops."""
         mean, std = self.evaluate()
         self.eval_history.append({"step": self.step, "return_mean": mean, "return_std": std,
                                   "updates": self.updates})
         tag = ""
+        ref_step, ref_return = self.plateau_ref
+        if math.isinf(ref_return) or mean > ref_return + float(self.cfg.plateau_tolerance) * abs(ref_return):
+            self.plateau_ref = (self.step, mean)
+            self.plateau_step = None
+        elif self.plateau_step is None and self.step - ref_step >= int(self.cfg.plateau_window):
+            self.plateau_step = self.step
+            tag += f" [plateau: best within {self.cfg.plateau_tolerance:.0%} since step {ref_step}]"
         if mean > self.best_return:
             self.best_return = mean
-            self._save_actor("expert.pt", "expert", mean, std)
+            self._save_actor("expert.pt", "expert", mean, std, **self._plateau_info())
             tag += " [best -> expert.pt]"
+        elif self.plateau_step == self.step and (self.run_dir / "expert.pt").is_file():
+            ck = torch.load(self.run_dir / "expert.pt", map_location="cpu", weights_only=False)
+            ck["extra"].update(self._plateau_info())
+            torch.save(ck, self.run_dir / "expert.pt.tmp")
+            os.replace(self.run_dir / "expert.pt.tmp", self.run_dir / "expert.pt")
         if self.medium_step is None and mean >= self.medium_return:
             self.medium_step = self.step
             self._save_actor("medium.pt", "medium", mean, std)
@@ -410,7 +441,11 @@ class SACTrainer:
              "history": self.eval_history}, indent=1))
         os.replace(self.run_dir / "eval_history.json.tmp", self.run_dir / "eval_history.json")
         self._log(f"[eval] step {self.step} return {mean:.1f} +- {std:.1f}{tag}")
-        return bool(self.cfg.stop_after_medium and self.medium_step is not None)
+        if self.cfg.stop_after_medium and self.medium_step is not None:
+            return f"medium snapshot taken at step {self.medium_step} (stop_after_medium)"
+        if self.cfg.stop_at_plateau and self.plateau_step is not None:
+            return f"expert snapshot plateaued at step {self.plateau_step} (stop_at_plateau)"
+        return ""
 
 
 @hydra.main(config_path="config/behavior", config_name="behavior", version_base="1.3")

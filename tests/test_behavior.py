@@ -17,8 +17,10 @@ from tabb_torchrl.data.policies import (
     SquashedGaussianActor,
     list_behavior_policies,
     load_behavior_policy,
+    load_policy_returns,
     policy_from_checkpoint,
     save_behavior_policy,
+    ship_run_snapshots,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +142,41 @@ def test_unknown_update_path_is_rejected(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), *TINY, "total_steps=10", f"run_dir={tmp_path}",
                           "sac_update=jax"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert out.returncode != 0 and "sac_update must be 'fused' or 'torchrl'" in out.stderr
+
+
+def test_expert_plateau_is_detected_recorded_and_stops_the_run(tmp_path):
+    # tolerance 1e9: no later evaluation counts as an improvement, so the plateau starts at the first one
+    out = _train(tmp_path, 1000, "eval_every=50", "checkpoint_every=50", "plateau_window=100",
+                 "plateau_tolerance=1e9", "stop_at_plateau=true")
+    assert "[plateau: best within" in out and "[stop] expert snapshot plateaued at step 150" in out, out
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 150 and ck["plateau_step"] == 150 and ck["plateau_ref"][0] == 50
+    expert = torch.load(tmp_path / "expert.pt", weights_only=False)
+    assert expert["extra"]["plateaued"] is True and expert["extra"]["plateau_step"] == 150
+    # resuming a plateaued run with stop_at_plateau does nothing
+    out = _train(tmp_path, 1000, "eval_every=50", "checkpoint_every=50", "plateau_window=100",
+                 "plateau_tolerance=1e9", "stop_at_plateau=true")
+    assert "[stop] expert snapshot plateaued at step 150" in out
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 150
+
+
+def test_expert_not_plateaued_while_improving(full_run):
+    expert = torch.load(full_run / "expert.pt", weights_only=False)
+    assert expert["extra"]["plateaued"] is False and expert["extra"]["plateau_window"] == 150000
+
+
+def test_shipping_records_plateau_and_unplateaued_expert_warns(tmp_path):
+    actor = SquashedGaussianActor(11, 3, (8, 8))
+    run = tmp_path / "run"
+    for plateaued, env_id in ((False, "Hopper-v5"), (True, "Walker2d-v5")):
+        save_behavior_policy(run / "expert.pt", actor, env_id=env_id, quality="expert", eval_return=2000.0,
+                             env_steps=300_000, extra={"plateaued": plateaued, "seed": 0})
+        ship_run_snapshots(run, ["expert"], root=tmp_path / "assets")
+    assert load_policy_returns("Hopper-v5", tmp_path / "assets")["expert"]["plateaued"] is False
+    with pytest.warns(UserWarning, match="had not plateaued"):
+        load_behavior_policy("Hopper-v5", "expert", root=tmp_path / "assets")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_behavior_policy("Walker2d-v5", "expert", root=tmp_path / "assets")

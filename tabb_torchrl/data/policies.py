@@ -425,6 +425,11 @@ def load_behavior_policy(
     Raises:
         PolicyNotFoundError: No such checkpoint; the message lists the available pairs.
 
+    Warns:
+        UserWarning: for an ``"expert"`` snapshot whose training run had not reached a
+            plateau (its metadata say ``plateaued: false``): data collected with it
+            are weaker than D4RL's expert data.
+
     Examples:
         >>> try:
         ...     load_behavior_policy("NoSuchEnv-v0", "medium")
@@ -443,7 +448,20 @@ def load_behavior_policy(
             "with `python -m tabb_torchrl.data.policies ship behavior_runs/<run>` "
             "(see tabb_torchrl/assets/policies/README.md)."
         )
-    return policy_from_checkpoint(path, deterministic=deterministic, seed=seed)
+    policy = policy_from_checkpoint(path, deterministic=deterministic, seed=seed)
+    extra = policy.metadata.get("extra", {})
+    if quality == "expert" and extra.get("plateaued") is False:
+        import warnings
+
+        warnings.warn(
+            f"The expert policy of {env_id!r} is the best snapshot of a run that had not plateaued "
+            f"(return {policy.metadata['eval_return']:.1f} after {policy.metadata['env_steps']} env steps): "
+            "expert datasets collected with it are weaker than D4RL's. Train longer with "
+            f"`python recipes/train_behavior.py env={env_id}` and ship the run again.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return policy
 
 
 def load_policy_returns(env_id: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -509,7 +527,11 @@ def ship_run_snapshots(
             "seed": ck["extra"].get("seed"),
             "sha256": checkpoint_hash(dst),
         }
-        returns_file.write_text(json.dumps(returns, indent=2, sort_keys=True) + "\n")
+        if "plateaued" in ck["extra"]:
+            returns[q]["plateaued"] = bool(ck["extra"]["plateaued"])
+        tmp = returns_file.with_name("returns.json.tmp")
+        tmp.write_text(json.dumps(returns, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, returns_file)
         written.append(dst)
     return written
 
@@ -527,8 +549,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         for env_id, q in list_behavior_policies():
             r = load_policy_returns(env_id).get(q, {})
+            note = "" if r.get("plateaued", True) else "  (run not plateaued)"
             print(f"{env_id:32s} {q:8s} return {r.get('eval_return', float('nan')):8.1f} "
-                  f"steps {r.get('env_steps', '?')}")
+                  f"steps {r.get('env_steps', '?')}{note}")
     else:
         for path in ship_run_snapshots(args.run_dir, args.qualities):
             print(f"shipped {path}")
