@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,102 @@ def test_relative_dataset_root_is_resolved(tmp_path, monkeypatch):
     td = get_or_create_dataset("Hopper-v5", "random", 300, seed=0, dataset_root="rel/minari")
     assert td.shape[0] == 300
     assert (tmp_path / "rel" / "minari").is_dir()
+
+
+# ---------------------------------------------------------------------------
+# dataset statistics and --record
+# ---------------------------------------------------------------------------
+
+
+def _made_up_episodes() -> list[C.Episode]:
+    """A: terminated, return 6; B: time-limit truncation (2 steps), return 1; C: cut by the end, return 4."""
+
+    def ep(rewards, terminal, complete=True):
+        n = len(rewards)
+        last = np.arange(n) == n - 1
+        return C.Episode(np.zeros((n + 1, 2), np.float32), np.zeros((n, 1), np.float32),
+                         np.asarray(rewards, np.float32), last & terminal, last & (not terminal), complete)
+
+    return [ep([1.0, 2.0, 3.0], True), ep([0.5, 0.5], False), ep([4.0], False, complete=False)]
+
+
+HAND = {  # complete episodes: returns 6 and 1, lengths 3 and 2
+    "transitions": 6, "episodes": 2, "cut_episodes": 1, "cut_transitions": 1,
+    "return_mean": 3.5, "return_std": 2.5, "return_min": 1.0, "return_max": 6.0, "length_mean": 2.5,
+}
+
+
+def test_dataset_stats_by_hand():
+    assert C.dataset_stats(_made_up_episodes()) == HAND
+    # the same data as transitions: truncations shorter than the time limit were cuts
+    eps = _made_up_episodes()
+    td = TensorDict({"next": {
+        "reward": torch.tensor(np.concatenate([e.rewards for e in eps]))[:, None],
+        "terminated": torch.tensor(np.concatenate([e.terminations for e in eps]))[:, None],
+        "truncated": torch.tensor(np.concatenate([e.truncations for e in eps]))[:, None],
+    }}, batch_size=[6])
+    assert C.dataset_stats(td, max_episode_steps=2) == HAND
+    no_limit = C.dataset_stats(td)  # every truncation counts as an episode end
+    assert no_limit["episodes"] == 3 and no_limit["cut_episodes"] == 0 and no_limit["return_max"] == 6.0
+    # a last episode without a done flag is a cut
+    td["next", "truncated"][-1] = False
+    assert C.dataset_stats(td)["cut_episodes"] == 1
+    empty = C.dataset_stats([_made_up_episodes()[2]])
+    assert empty["episodes"] == 0 and empty["return_mean"] is None and empty["transitions"] == 1
+    with pytest.raises(TypeError, match="Episode"):
+        C.dataset_stats([1, 2])
+
+
+def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monkeypatch):
+    from tabb_torchrl.data.datasets import load_minari_dataset
+
+    root, out = tmp_path / "data", tmp_path / "assets" / "dataset_returns.json"
+    argv = ["--env", "Hopper-v5", "--quality", "random", "--size", "300", "--dataset-root", str(root),
+            "--record", str(out)]
+    assert C.main(argv) == 0
+    rec = json.loads(out.read_text())["datasets"]["tabb/Hopper/random-v0"]
+    assert {k: rec[k] for k in ("dataset_id", "env_id", "quality", "size", "seed", "policy_sha256")} == {
+        "dataset_id": "tabb/Hopper/random-v0", "env_id": "Hopper-v5", "quality": "random", "size": 300,
+        "seed": 0, "policy_sha256": "uniform-random"}
+    assert rec["date"].count("-") == 2 and rec["transitions"] == 300
+    assert str(tmp_path) not in out.read_text() and "collect_seconds" not in rec  # machine-independent only
+    # the statistics by hand from the written dataset (Hopper random episodes end by termination)
+    td = load_minari_dataset(None, data_path=C.dataset_path("Hopper-v5", "random", root))
+    rets, lens, ends_done = [], [], []
+    for sl in _episodes(td):
+        rets.append(float(td["next", "reward"][sl].double().sum()))
+        lens.append(sl.stop - sl.start)
+        ends_done.append(bool(td["next", "terminated"][sl.stop - 1]) or lens[-1] == 1000)
+    full = [r for r, ok in zip(rets, ends_done) if ok]
+    assert rec["episodes"] == len(full) and rec["cut_episodes"] == len(rets) - len(full) >= 1
+    assert rec["return_mean"] == pytest.approx(np.mean(full)) and rec["return_std"] == pytest.approx(np.std(full))
+    assert rec["return_min"] == pytest.approx(min(full)) and rec["return_max"] == pytest.approx(max(full))
+    assert "recorded in" in capsys.readouterr().out
+    # a second dataset merges into the same file; the first record is kept
+    assert C.main(["--env", "tabb/Hopper-morph-v0", "--quality", "random", "--size", "300", "--seed", "1",
+                   "--dataset-root", str(root), "--record", str(out)]) == 0
+    both = json.loads(out.read_text())
+    assert both["format_version"] == C.RETURNS_FILE_FORMAT
+    assert sorted(both["datasets"]) == ["tabb/Hopper-morph/random-v0", "tabb/Hopper/random-v0"]
+    assert both["datasets"]["tabb/Hopper/random-v0"] == rec
+    assert both["datasets"]["tabb/Hopper-morph/random-v0"]["seed"] == 1
+    # recording a cached dataset again replaces its record (same numbers)
+    assert C.main(argv) == 0
+    assert "cached" in capsys.readouterr().out
+    assert json.loads(out.read_text())["datasets"]["tabb/Hopper/random-v0"] == rec
+    # atomic: a failure before the rename leaves the old file intact and no temporary file behind
+    before = out.read_text()
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(C.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        C.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0", "return_mean": 0.0})
+    monkeypatch.undo()
+    assert out.read_text() == before and [p.name for p in out.parent.iterdir()] == ["dataset_returns.json"]
+    # a corrupt file is reported, never overwritten
+    out.write_text("{oops")
+    with pytest.raises(ValueError, match="dataset-returns"):
+        C.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0"})
+    assert out.read_text() == "{oops"

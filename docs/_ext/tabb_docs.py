@@ -6,6 +6,12 @@ At ``builder-inited`` it writes, into ``docs/_generated/`` (git-ignored):
     The catalogue of shifted environments, generated from the registry
     (:mod:`tabb_torchrl.envs`, the same text as
     ``python -m tabb_torchrl.envs --markdown``). Included by ``envs.md``.
+``dataset_catalogue.md``
+    Every dataset a user can ask for (source env and every target id x
+    quality) with its availability and returns, grouped by robot, source
+    datasets first: :mod:`tabb_torchrl.data.catalogue` (the same text as
+    ``python -m tabb_torchrl.data.catalogue --markdown``). Included by
+    ``datasets.md``.
 ``results_measured.md``
     Everything under ``docs/results/`` (written by the benchmark and grid
     scripts), folder by folder: the markdown files (headings shifted, image
@@ -84,6 +90,26 @@ def build_env_catalogue(root: Path) -> str:
         # A broken registry must fail the (warnings-as-errors) docs build.
         logger.warning("tabb_docs: cannot generate the env catalogue from tabb_torchrl.envs: %r", err)
         return _catalogue_note(f"generating it failed ({err!r}).")
+
+
+def build_dataset_catalogue(root: Path) -> str:
+    """The markdown of ``python -m tabb_torchrl.data.catalogue --markdown``, headings from level 3."""
+    try:
+        cat = importlib.import_module("tabb_torchrl.data.catalogue")
+        rows = cat.build_catalogue()
+        ready = sum(r.available for r in rows)
+        head = (f"{len(rows)} datasets ({sum(r.role == 'source' for r in rows)} source, "
+                f"{sum(r.role == 'target' for r in rows)} target), {ready} of them ready to generate.\n")
+        return copy_markdown(head + "\n" + cat.format_markdown(rows), ".", top_level=3)
+    except Exception as err:
+        # A broken catalogue must fail the (warnings-as-errors) docs build.
+        logger.warning("tabb_docs: cannot generate the dataset catalogue from tabb_torchrl.data.catalogue: %r", err)
+        return (
+            "```{note}\n"
+            f"The generated dataset table is not available: generating it failed ({err!r}). Run "
+            "`python -m tabb_torchrl.data.catalogue --markdown` to print it.\n"
+            "```\n"
+        )
 
 
 def _catalogue_note(why: str) -> str:
@@ -253,6 +279,7 @@ def _generate(app: Sphinx) -> None:
     root = docs_dir.parent
     out = docs_dir / GENERATED
     _write_if_changed(out / "env_catalogue.md", build_env_catalogue(root))
+    _write_if_changed(out / "dataset_catalogue.md", build_dataset_catalogue(root))
     _write_if_changed(out / "results_measured.md", build_results(docs_dir))
     _write_if_changed(
         out / "policies_readme.md",
