@@ -337,6 +337,8 @@ class SACTrainer:
         t_start = time.perf_counter()
         elapsed0 = self.elapsed
         last_losses = None
+        deadline = None if cfg.max_minutes is None else t_start + 60.0 * float(cfg.max_minutes)
+        paused = False
         while self.step < total:
             if self.step < cfg.init_random_steps:
                 a = self.np_rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
@@ -388,9 +390,15 @@ class SACTrainer:
                     msg += (f" loss_q {last_losses['loss_qvalue'].item():.3f} loss_pi "
                             f"{last_losses['loss_actor'].item():.3f} alpha {last_losses['alpha'].item():.4f}")
                 self._log(msg)
-            if self.step % int(cfg.checkpoint_every) == 0 or self.step == total or stop:
+            if not stop and deadline is not None and time.perf_counter() >= deadline:
+                paused = True
+            if self.step % int(cfg.checkpoint_every) == 0 or self.step == total or stop or paused:
                 self.elapsed = elapsed0 + time.perf_counter() - t_start
                 self.save_checkpoint()
+            if paused:
+                self._log(f"[pause] step {self.step}: max_minutes={cfg.max_minutes} reached, checkpoint written; "
+                          "re-run the same command to resume")
+                return
             if stop:
                 self._log(f"[stop] {stop}")
                 break

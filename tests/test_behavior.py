@@ -180,3 +180,16 @@ def test_shipping_records_plateau_and_unplateaued_expert_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_behavior_policy("Walker2d-v5", "expert", root=tmp_path / "assets")
+
+
+def test_time_budget_pauses_with_checkpoint_and_resume_is_bit_exact(full_run, tmp_path):
+    out = _train(tmp_path, 200, "max_minutes=0")  # budget already spent after the first step
+    assert "[pause] step 1: max_minutes=0 reached" in out, out
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert not (tmp_path / "final.pt").exists()
+    out = _train(tmp_path, 200, "max_minutes=0")
+    assert "[resume] Hopper-v5 from step 1" in out and "[pause] step 2:" in out, out
+    _train(tmp_path, 200)
+    a = torch.load(full_run / "final.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "final.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "paused and resumed run differs from the uninterrupted one"
