@@ -13,6 +13,7 @@ Usage::
     python recipes/train_behavior_all.py --workers 16 --max-minutes 9     # run (resumes)
     python recipes/train_behavior_all.py --status                         # where each run is
     python recipes/train_behavior_all.py --ship                           # ship what is ready
+    python recipes/train_behavior_all.py --report docs/results/behaviour_training.md   # table + curves
     python recipes/train_behavior_all.py --only Hopper --workers 2 --dry-run
 
 ``--ship`` copies into the package assets (``tabb_torchrl/assets/policies``) the
@@ -171,6 +172,63 @@ def ship(jobs: list[dict], runs_root: Path, unplateaued: bool, root: str | None 
     return written
 
 
+def report(jobs: list[dict], runs_root: Path, out_md: Path, note: str = "") -> Path:
+    """Write a markdown table of the runs and a PNG of their evaluation curves (``<out_md stem>.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_md = Path(out_md)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    rows, curves = [], {}
+    for job in jobs:
+        st = job_status(job, runs_root)
+        hist_file = Path(st["run_dir"]) / "eval_history.json"
+        if not hist_file.is_file():
+            continue
+        hist = json.loads(hist_file.read_text())
+        h = hist.get("history", [])
+        if not h:
+            continue
+        curves[job["env"]] = ([e["step"] for e in h], [e["return_mean"] for e in h], hist.get("medium_return"))
+        best = max(h, key=lambda e: e["return_mean"])
+        hours = st.get("hours", 0.0)
+        rows.append(
+            f"| `{job['env']}` | {st['step']:,} | {hours:.2f} | {st['step'] / max(hours * 3600, 1e-9):.0f} | "
+            f"{best['return_mean']:.1f} ± {best['return_std']:.1f} @ {best['step']:,} | {h[-1]['return_mean']:.1f} | "
+            f"{hist.get('medium_return', float('nan')):.0f} | "
+            f"{'-' if st['medium_step'] is None else format(st['medium_step'], ',')} | "
+            f"{'yes' if st['plateaued'] else 'no'} |"
+        )
+    png = out_md.with_suffix(".png")
+    if curves:
+        n = len(curves)
+        cols = min(n, 3)
+        nrows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
+        for ax, (env, (x, y, med)) in zip(axes.flat, curves.items()):
+            ax.plot(x, y, lw=1.2)
+            if med is not None:
+                ax.axhline(med, color="gray", ls="--", lw=0.8, label="medium threshold")
+            ax.set_title(env, fontsize=9)
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("eval return")
+            ax.legend(fontsize=7, loc="lower right")
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+    text = (
+        "| env | env steps | hours | steps/s | best eval return (10 ep.) @ step | last eval | "
+        "medium threshold | medium at step | plateaued |\n|---|---:|---:|---:|---|---:|---:|---:|---|\n"
+        + "\n".join(rows) + "\n"
+    )
+    out_md.write_text(note + text + (f"\n![evaluation curves]({png.name})\n" if curves else ""))
+    return out_md
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python recipes/train_behavior_all.py", description=__doc__.split("\n")[0])
     p.add_argument("--plan", default=str(DEFAULT_PLAN))
@@ -182,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship", action="store_true", help="ship finished snapshots into the package assets")
     p.add_argument("--ship-unplateaued", action="store_true", help="with --ship: also experts still improving")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
+    p.add_argument("--report", default=None, metavar="MD",
+                   help="write a markdown table of the runs to MD and their evaluation curves to MD's .png")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be >= 1")
@@ -193,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = Path(args.runs_root)
     if args.status:
         print_status(jobs, runs_root)
+        return 0
+    if args.report:
+        print(f"wrote {report(jobs, runs_root, Path(args.report))}")
         return 0
     if args.ship:
         ship(jobs, runs_root, args.ship_unplateaued)

@@ -56,6 +56,11 @@ def test_plan_runs_in_parallel_reports_status_and_ships(tmp_path, capsys):
     tba.ship(jobs, runs, unplateaued=True, root=assets)
     assert ("tabb/Hopper-morph-v0", "expert") in list_behavior_policies(assets)
     assert load_policy_returns("tabb/Hopper-morph-v0", assets)["expert"]["plateaued"] is False
+    # report: one table row per run with its evaluation numbers, and the curves
+    md = tba.report(jobs, runs, tmp_path / "rep" / "bt.md")
+    text = md.read_text()
+    assert text.count("\n| `") == 2 and "| `tabb/Hopper-morph-v0` | 150 |" in text and "| 50 | no |" in text
+    assert (tmp_path / "rep" / "bt.png").stat().st_size > 1000 and "![evaluation curves](bt.png)" in text
 
 
 def test_bad_plans_and_options_are_rejected(tmp_path):
