@@ -320,3 +320,21 @@ def test_with_tbm_transform_end_to_end():
     total = out["loss_qvalue"] + out["loss_value"] + out["loss_actor"]
     assert torch.isfinite(total)
     total.backward()
+
+
+@pytest.mark.parametrize("latents", [True, False])
+def test_keyword_call_matches_tensordict_call(latents):
+    """TorchRL's ``@dispatch`` form: ``loss(action=..., next_reward=..., ...)`` -> (L_Q, L_V, L_pi)."""
+    torch.manual_seed(0)
+    if latents:
+        loss, td = _loss(), _batch()
+    else:  # no cached latents: the frozen latent model computes them from the raw entries
+        model = LatentModel.from_dims(OBS, ACT, latent_dim=DS, latent_sa_dim=DSA, hidden_sizes=HID).freeze()
+        loss, td = _loss(model), _batch(latents=False)
+    out = loss(td.clone())
+    kwargs = {"_".join((k,) if isinstance(k, str) else k): td.get(k) for k in loss.in_keys if td.get(k, None) is not None}
+    assert "next_reward" in kwargs and ("next_z_s" in kwargs) == latents
+    lq, lv, lpi = loss(**kwargs)
+    torch.testing.assert_close(lq, out["loss_qvalue"])
+    torch.testing.assert_close(lv, out["loss_value"])
+    torch.testing.assert_close(lpi, out["loss_actor"])

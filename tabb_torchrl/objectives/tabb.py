@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 from torchrl.objectives.common import LossModule
 from torchrl.objectives.utils import _vmap_func
@@ -242,6 +242,11 @@ class TABBLoss(LossModule):
             k.latent_state, ("next", k.latent_state), k.latent_state_action,
             k.reward_hat, k.next_latent_hat, *self.actor_network.in_keys,
         ]
+        if self.use_predicted_termination:
+            keys.append(k.terminated_hat)
+        if self.latent_model is not None:  # what the latent model reads when latents are not cached
+            obs = self.latent_model.observation_key
+            keys += [obs, ("next", obs) if isinstance(obs, str) else ("next", *obs), self.latent_model.action_key]
         out = []
         for key in keys:
             if key not in out:
@@ -464,8 +469,14 @@ class TABBLoss(LossModule):
             out["mean_tbm"] = masked_mean(prep["tbm"].detach(), src)
         return out
 
+    @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Computes ``loss_qvalue``, ``loss_value``, ``loss_actor`` (Eqs. 8-10) and detached metrics.
+
+        Like TorchRL's losses, it can also be called with keyword arguments named
+        after :attr:`in_keys` (nested keys joined by ``_``: ``next_reward``,
+        ``next_z_s``); it then returns the tuple ``(loss_qvalue, loss_value,
+        loss_actor)``.
 
         Args:
             tensordict (TensorDictBase): flat batch ``[N]``; it is not modified.
