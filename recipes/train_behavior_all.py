@@ -175,6 +175,7 @@ def ship(jobs: list[dict], runs_root: Path, unplateaued: bool, root: str | None 
 def report(jobs: list[dict], runs_root: Path, out_md: Path, note: str = "") -> Path:
     """Write a markdown table of the runs and a PNG of their evaluation curves (``<out_md stem>.png``)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -191,11 +192,13 @@ def report(jobs: list[dict], runs_root: Path, out_md: Path, note: str = "") -> P
         h = hist.get("history", [])
         if not h:
             continue
-        curves[job["env"]] = ([e["step"] for e in h], [e["return_mean"] for e in h], hist.get("medium_return"))
+        seed = Path(st["run_dir"]).name.rsplit("_s", 1)[-1]
+        label = job["env"] if seed == "0" else f"{job['env']} (seed {seed})"
+        curves[label] = ([e["step"] for e in h], [e["return_mean"] for e in h], hist.get("medium_return"))
         best = max(h, key=lambda e: e["return_mean"])
         hours = st.get("hours", 0.0)
         rows.append(
-            f"| `{job['env']}` | {st['step']:,} | {hours:.2f} | {st['step'] / max(hours * 3600, 1e-9):.0f} | "
+            f"| `{job['env']}`{'' if seed == '0' else f' (seed {seed})'} | {st['step']:,} | {hours:.2f} | {st['step'] / max(hours * 3600, 1e-9):.0f} | "
             f"{best['return_mean']:.1f} ± {best['return_std']:.1f} @ {best['step']:,} | {h[-1]['return_mean']:.1f} | "
             f"{hist.get('medium_return', float('nan')):.0f} | "
             f"{'-' if st['medium_step'] is None else format(st['medium_step'], ',')} | "
@@ -213,6 +216,7 @@ def report(jobs: list[dict], runs_root: Path, out_md: Path, note: str = "") -> P
                 ax.axhline(med, color="gray", ls="--", lw=0.8, label="medium threshold")
             ax.set_title(env, fontsize=9)
             ax.set_xlabel("env steps")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
             ax.set_ylabel("eval return")
             ax.legend(fontsize=7, loc="lower right")
         for ax in list(axes.flat)[n:]:

@@ -59,7 +59,7 @@ def test_plan_runs_in_parallel_reports_status_and_ships(tmp_path, capsys):
     # report: one table row per run with its evaluation numbers, and the curves
     md = tba.report(jobs, runs, tmp_path / "rep" / "bt.md")
     text = md.read_text()
-    assert text.count("\n| `") == 2 and "| `tabb/Hopper-morph-v0` | 150 |" in text and "| 50 | no |" in text
+    assert text.count("\n| `") == 2 and "| `tabb/Hopper-morph-v0` (seed 3) | 150 |" in text and "| 50 | no |" in text
     assert (tmp_path / "rep" / "bt.png").stat().st_size > 1000 and "![evaluation curves](bt.png)" in text
 
 
