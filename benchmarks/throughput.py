@@ -200,15 +200,21 @@ def build_trainer(source, target, overrides: list[str]):
     return cfg, trainer
 
 
+def _rl_trainer(source, target, compiled: bool, mode: str | None, update: str):
+    """The recipe's trainer with ``optim.update=<update>``, set to its RL phase."""
+    overrides = [f"compile.enabled={str(compiled).lower()}", f"optim.update={update}"]
+    if mode:
+        overrides.append(f"compile.mode={mode}")
+    cfg, trainer = build_trainer(source, target, overrides)
+    trainer.progress.phase = "rl"
+    return cfg, trainer
+
+
 class TABBLibraryBench(Bench):
     def __init__(self, source, target, compiled: bool, mode: str | None):
         self.name = "TABB library modular update (optim.update=modular)" + (" compiled" if compiled else "")
         self.recipe = True
-        overrides = [f"compile.enabled={str(compiled).lower()}", "optim.update=modular"]
-        if mode:
-            overrides.append(f"compile.mode={mode}")
-        self.cfg, self.trainer = build_trainer(source, target, overrides)
-        self.trainer.progress.phase = "rl"
+        self.cfg, self.trainer = _rl_trainer(source, target, compiled, mode, "modular")
         t0 = time.perf_counter()
         self.trainer.prepare_rl()  # freeze, cache latents, buffer, (compile wrapper)
         self.cache_s = time.perf_counter() - t0
@@ -227,11 +233,7 @@ class TABBLibraryFusedBench(Bench):
     def __init__(self, source, target, compiled: bool, mode: str | None):
         self.name = "TABB library fused update (recipe default, optim.update=fused)" + (" compiled" if compiled else "")
         self.recipe = True
-        overrides = [f"compile.enabled={str(compiled).lower()}", "optim.update=fused"]
-        if mode:
-            overrides.append(f"compile.mode={mode}")
-        self.cfg, self.trainer = build_trainer(source, target, overrides)
-        self.trainer.progress.phase = "rl"
+        self.cfg, self.trainer = _rl_trainer(source, target, compiled, mode, "fused")
         self.trainer.prepare_rl()
         if self.trainer.fused_update is None:
             raise RuntimeError("optim.update=fused fell back to the modular update")

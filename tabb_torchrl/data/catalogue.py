@@ -193,16 +193,7 @@ def load_dataset_returns(path: str | os.PathLike | None = None) -> dict[str, dic
         {}
     """
     p = Path(path) if path is not None else DATASET_RETURNS_PATH
-    if not p.is_file():
-        return {}
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{p} is not a readable dataset-returns JSON file ({err})") from err
-    if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
-        raise ValueError(f"{p} is not a dataset-returns file (expected {{'format_version': ..., "
-                         f"'datasets': {{<dataset id>: record}}}})")
-    return dict(data["datasets"])
+    return dict(collect._read_returns_file(p)["datasets"])  # the reader of `collect --record`
 
 
 def _check_quality(quality: str | None) -> None:
