@@ -151,6 +151,41 @@ def test_cli_writes_and_reports_cache(minari_root, capsys):
     assert "wrote 200 transitions" in out and "cached" in out
 
 
+def test_cli_default_size_is_5000_in_a_target_env(minari_root, capsys):
+    # no --size: a tabb/ target env gets the ODRL / OTDF target-set size, a source env 1M
+    assert C.default_size("Walker2d-v5") == C.SOURCE_SIZE == 1_000_000
+    assert C.main(["--env", "tabb/Hopper-morph-v0", "--quality", "random"]) == 0
+    assert "wrote 5000 transitions" in capsys.readouterr().out
+    meta = C._read_metadata(C.dataset_path("tabb/Hopper-morph-v0", "random"))
+    assert meta["total_steps"] == C.TARGET_SIZE == 5000
+
+
+def test_target_dataset_recovers_its_shifted_env(minari_root):
+    # the Minari metadata keep the tabb/ env spec, so minari can rebuild the *shifted* env
+    import minari
+
+    C.get_or_create_dataset("tabb/Hopper-morph-v0", "random", 300, 0, n_envs=2, show_progress=False)
+    ds = minari.load_dataset("tabb/Hopper-morph/random-v0")
+    assert ds.spec.env_spec is not None and ds.spec.env_spec.id == "tabb/Hopper-morph-v0"
+    env = ds.recover_environment()
+    try:
+        torso = env.unwrapped.model.geom("torso_geom")
+        assert torso.size[0] == pytest.approx(0.125)  # SHIFTS.md A: torso radius 0.05 -> 0.125
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("env_id, expect", [
+    ("tabb/Hopper-friction-0.3-v0", "valid levels: 0.1, 0.5, 2.0, 5.0"),
+    ("Foo-v5", "python -m tabb_torchrl.envs"),
+])
+def test_cli_unknown_env_is_a_clear_error(minari_root, capsys, env_id, expect):
+    assert C.main(["--env", env_id, "--quality", "random", "--size", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err and "Traceback" not in err
+    assert not minari_root.exists() or not any(minari_root.rglob("*.hdf5"))
+
+
 def test_compute_references(tmp_path):
     from tabb_torchrl.data import compute_references as R
 

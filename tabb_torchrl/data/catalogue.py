@@ -63,11 +63,11 @@ __all__ = [
 #: :meta hide-value:
 DATASET_RETURNS_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "dataset_returns.json"
 
-#: Default size of a source dataset (transitions), D4RL's.
-SOURCE_SIZE = 1_000_000
+#: Default size of a source dataset (transitions), D4RL's (:data:`tabb_torchrl.data.collect.SOURCE_SIZE`).
+SOURCE_SIZE = collect.SOURCE_SIZE
 
-#: Default size of a target dataset (transitions), ODRL / OTDF's.
-TARGET_SIZE = 5_000
+#: Default size of a target dataset (transitions), ODRL / OTDF's (:data:`tabb_torchrl.data.collect.TARGET_SIZE`).
+TARGET_SIZE = collect.TARGET_SIZE
 
 #: Qualities listed for source and target envs alike.
 QUALITIES: tuple[str, ...] = tuple(collect.DATASET_QUALITIES)

@@ -78,6 +78,9 @@ __all__ = [
     "record_dataset_stats",
     "RETURNS_FILE_FORMAT",
     "benchmark",
+    "default_size",
+    "SOURCE_SIZE",
+    "TARGET_SIZE",
     "main",
 ]
 
@@ -92,6 +95,12 @@ DEFAULT_N_ENVS = 16
 
 #: Datasets at least this large are split over two worker processes by default.
 PARALLEL_THRESHOLD = 100_000
+
+#: Default size of a source dataset (transitions), D4RL's.
+SOURCE_SIZE = 1_000_000
+
+#: Default size of a target dataset (transitions), ODRL / OTDF's.
+TARGET_SIZE = 5_000
 
 
 # ---------------------------------------------------------------------------
@@ -593,6 +602,20 @@ def _effective_n_envs(env_id: str, size: int, n_envs: int, n_workers: int) -> in
     return int(max(1, min(int(n_envs), per_worker // int(horizon))))
 
 
+def default_size(env_id: str) -> int:
+    """Default ``size`` of :func:`create_dataset` for an env: 5,000 in a shifted target env, else 1,000,000.
+
+    Shifted envs are the ``tabb/...`` ids of :mod:`tabb_torchrl.envs`; every
+    other id is a source env.  For ``medium-expert`` this is the size of each
+    half, as D4RL's.
+
+    Examples:
+        >>> default_size("Hopper-v5"), default_size("tabb/Hopper-morph-v0")
+        (1000000, 5000)
+    """
+    return TARGET_SIZE if env_id.startswith("tabb/") else SOURCE_SIZE
+
+
 def _default_workers(size: int) -> int:
     return 2 if size >= PARALLEL_THRESHOLD else 1
 
@@ -1057,7 +1080,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tabb_torchrl.data.collect", description=__doc__.split("\n")[0])
     p.add_argument("--env", required=True, help="env id, e.g. Hopper-v5 or tabb/Hopper-morph-v0")
     p.add_argument("--quality", default="medium", choices=DATASET_QUALITIES)
-    p.add_argument("--size", type=int, default=1_000_000, help="transitions (5000 for target sets)")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"transitions (default {SOURCE_SIZE} in a source env, {TARGET_SIZE} in a tabb/ target env; "
+                        "per half for medium-expert)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=DEFAULT_N_ENVS)
     p.add_argument("--workers", type=int, default=None, help="processes (default 2 if size >= 100k)")
@@ -1071,12 +1096,28 @@ def main(argv: list[str] | None = None) -> int:
                         "tabb_torchrl/assets/dataset_returns.json), atomically")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    import gymnasium as gym
+
+    from tabb_torchrl.envs import UnknownEnvError
+
+    try:
+        _make_env(args.env).close()
+    except UnknownEnvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except gym.error.Error as err:
+        print(f"error: {err} (source envs are gymnasium ids such as Hopper-v5; list the shifted ones with "
+              "`python -m tabb_torchrl.envs`)", file=sys.stderr)
+        return 2
+    if args.size is None:
+        args.size = default_size(args.env)
     if args.benchmark:
-        r = benchmark(args.env, args.quality, args.size, n_envs=args.n_envs, n_workers=args.workers or 1,
+        workers = args.workers if args.workers is not None else _default_workers(args.size)
+        r = benchmark(args.env, args.quality, args.size, n_envs=args.n_envs, n_workers=workers,
                       policy_root=args.policy_root)
         print(
             f"{args.env} {args.quality}: collection {r['collect_transitions_per_s']:.0f} transitions/s "
-            f"(n_envs={args.n_envs}, workers={args.workers or 1}); plain random-action env.step "
+            f"(n_envs={args.n_envs}, workers={workers}); plain random-action env.step "
             f"{r['baseline_steps_per_s']:.0f}/s; ratio {r['ratio']:.2f}; load average {r['load_average_1min']:.2f}"
         )
         return 0

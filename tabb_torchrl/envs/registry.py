@@ -199,7 +199,7 @@ def register_envs() -> list[str]:
             continue
         gym.register(
             id=env_id,
-            entry_point=_create_shifted_env,
+            entry_point="tabb_torchrl.envs.registry:_create_shifted_env",  # a string: the spec serialises (Minari env_spec)
             max_episode_steps=spec.max_episode_steps,
             kwargs={"tabb_env_id": env_id},
         )
