@@ -193,3 +193,34 @@ def test_time_budget_pauses_with_checkpoint_and_resume_is_bit_exact(full_run, tm
     a = torch.load(full_run / "final.pt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "final.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a), "paused and resumed run differs from the uninterrupted one"
+
+
+def test_shipped_policies_are_small_recorded_and_fit_their_env():
+    """Every shipped checkpoint: < 1 MB, its returns.json entry matches the file, sizes match the env."""
+    from tabb_torchrl.data.policies import _policies_root, checkpoint_hash, env_id_to_dirname
+    from tabb_torchrl.envs import make_env
+
+    pairs = list_behavior_policies()
+    # the four source envs have at least a medium policy
+    for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"):
+        assert (env_id, "medium") in pairs, env_id
+    for env_id, quality in pairs:
+        f = _policies_root(None) / env_id_to_dirname(env_id) / f"{quality}.pt"
+        assert f.stat().st_size < 1_000_000, f
+        rec = load_policy_returns(env_id)[quality]
+        assert rec["sha256"] == checkpoint_hash(f), f"{f}: returns.json does not describe this file"
+        assert rec["env_steps"] > 0 and rec["eval_episodes"] >= 10 and np.isfinite(rec["eval_return"])
+        if quality == "expert":
+            assert isinstance(rec["plateaued"], bool)
+        with open(f, "rb") as fh:
+            ck = torch.load(fh, map_location="cpu", weights_only=False)
+        assert ck["env_id"] == env_id and ck["quality"] == quality
+        assert ck["eval_return"] == pytest.approx(rec["eval_return"])
+        env = make_env(env_id)
+        try:
+            assert ck["architecture"]["obs_dim"] == env.observation_space.shape[0]
+            assert ck["architecture"]["action_dim"] == env.action_space.shape[0]
+            np.testing.assert_allclose(ck["action_low"], env.action_space.low)
+            np.testing.assert_allclose(ck["action_high"], env.action_space.high)
+        finally:
+            env.close()

@@ -201,7 +201,12 @@ def test_shift_changes_model_as_specified(env_id):
     np.testing.assert_array_equal(tgt.jnt_pos[~jmask], src.jnt_pos[~jmask])
     np.testing.assert_array_equal(tgt.site_pos[~smask], src.site_pos[~smask])
     np.testing.assert_array_equal(tgt.actuator_gear, src.actuator_gear)
-    np.testing.assert_array_equal(tgt.opt.timestep, src.opt.timestep)
+    for field in ("jnt_type", "jnt_axis", "jnt_limited", "dof_damping", "dof_armature", "dof_frictionloss",
+                  "actuator_ctrlrange", "actuator_trntype", "actuator_trnid", "geom_type", "geom_contype",
+                  "geom_conaffinity", "geom_condim", "body_parentid", "jnt_bodyid", "geom_bodyid"):
+        np.testing.assert_array_equal(getattr(tgt, field), getattr(src, field), err_msg=field)
+    for field in ("timestep", "integrator", "cone", "impratio", "wind", "magnetic", "density", "viscosity"):
+        np.testing.assert_array_equal(getattr(tgt.opt, field), getattr(src.opt, field), err_msg=f"opt.{field}")
     if "scale_friction" not in ops:
         np.testing.assert_array_equal(tgt.geom_friction, src.geom_friction)
     if "scale_gravity" not in ops:
