@@ -67,6 +67,9 @@ def test_default_config_is_valid(cfg):
         ({"optim__steps": -1}, "optim.steps=-1 must be an integer >= 0"),
         ({"pretrain__holdout_fraction": 0.0}, "pretrain.holdout_fraction=0.0 must lie strictly"),
         ({"loss__use_predicted_termination": True}, "needs a termination head"),
+        # no shipped 'ours' reference for this target: refused before any data or training
+        ({"env__id": "tabb/Walker2d-morph-v0", "eval__reference": "ours"},
+         "eval.reference='ours' has no reference returns for env.id='tabb/Walker2d-morph-v0'"),
     ],
 )
 def test_validate_config_errors(cfg, override, message):
@@ -172,6 +175,7 @@ def test_evaluator_is_deterministic_and_respects_time_limit():
 
 def test_optim_update_choice_is_validated(cfg):
     validate_config(_with(cfg, optim__update="modular"))
+    validate_config(_with(cfg, env__id="tabb/Hopper-morph-v0", eval__reference="ours"))  # shipped: accepted
     with pytest.raises(ConfigError, match="optim.update"):
         validate_config(_with(cfg, optim__update="turbo"))
     with pytest.raises(ConfigError, match="data.reward_scale"):

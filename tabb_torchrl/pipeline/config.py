@@ -280,6 +280,17 @@ def validate_config(cfg: Any) -> None:
             f"{key}={value!r} is not a valid choice; valid: {', '.join(str(v) for v in valid)}. "
             f"Fix: set {key}=<one of them>.",
         )
+    # the reference returns of the normalised score exist for this env (checked now, not at the first evaluation)
+    from tabb_torchrl.data.references import MissingReferenceError, reference_returns
+
+    reference = _get(cfg, "eval.reference")
+    try:
+        reference_returns(env_id, reference)
+    except MissingReferenceError as err:
+        raise ConfigError(
+            f"eval.reference={reference!r} has no reference returns for env.id={env_id!r}: {err} "
+            "Fix: eval.reference=odrl, or compute ours with `python -m tabb_torchrl.data.compute_references`."
+        ) from err
     for key in ("loss.tau", "loss.beta", "loss.huber_delta", "loss.gamma"):
         value = _get(cfg, key)
         _require(
