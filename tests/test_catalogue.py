@@ -131,7 +131,7 @@ def test_cli_markdown_groups_by_robot(capsys):
     assert hopper.index("Source env `Hopper-v5`") < hopper.index("| `tabb/Hopper-morph-v0` |")
     # one row per target env id, one column per quality
     assert sum(line.startswith("| `tabb/") for line in md.splitlines()) == 108
-    assert "| env id | random | ODRL ref (rnd / exp) | ours ref (rnd / exp) |" in md
+    assert "| env id | random | ODRL ref (rnd / exp) | ours ref (rnd / best) |" in md
     assert "gymnasium_robotics" in md.split("### AdroitHandPen")[1]
 
 

@@ -426,3 +426,17 @@ def test_cli_markdown(capsys):
     assert md[0] == "| id | source env | what it changes |"
     assert len(md) == 2 + len(list_env_ids("Hopper"))
     assert any("`tabb/Hopper-friction-0.1-v0` | `Hopper-v5`" in line and "k=0.1 and k=0.5" in line for line in md)
+
+
+def test_empty_catalogue_is_a_broken_install_error(monkeypatch):
+    from tabb_torchrl.envs import spec as S
+
+    monkeypatch.setattr(S, "_catalogue_files", lambda: [])
+    S.catalogue.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="shift catalogue is empty.*package-data"):
+            S.catalogue()
+    finally:
+        monkeypatch.undo()
+        S.catalogue.cache_clear()
+    assert "tabb/Hopper-morph-v0" in S.catalogue()

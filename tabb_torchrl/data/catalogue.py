@@ -15,8 +15,9 @@ One :class:`CatalogueRow` per dataset:
 Each row says whether the dataset can be generated now (``"ready"``: it needs
 no behaviour policy, or the policies it needs ship with the package), otherwise
 what is missing and the command that makes it; the evaluation return of the
-shipped behaviour policy; the reference returns (random / expert) of
-:func:`~tabb_torchrl.data.reference_returns` in ODRL's table and ours; and the
+shipped behaviour policy; the reference returns (random / best policy) of
+:func:`~tabb_torchrl.data.reference_returns` in ODRL's table (its expert) and
+ours (the best shipped behaviour policy in that env, which may be a medium one); and the
 measured return of the dataset when it was recorded in
 ``tabb_torchrl/assets/dataset_returns.json`` (written by
 ``python -m tabb_torchrl.data.collect ... --record``).
@@ -95,7 +96,7 @@ class CatalogueRow:
         policy_return: Evaluation return of the shipped behaviour policy of this
             quality (``medium`` / ``expert`` only), else ``None``.
         reference_odrl: ``(random, expert)`` reference returns of ODRL's table, or ``None``.
-        reference_ours: ``(random, expert)`` reference returns measured in our envs, or ``None``.
+        reference_ours: ``(random, best shipped policy)`` reference returns measured in our envs, or ``None``.
         measured: The recorded statistics of the dataset (``return_mean``,
             ``return_std``, ``episodes``, ``size``, ...), or ``None``.
         notes: Remarks (e.g. an anomalous reference return).
@@ -337,7 +338,7 @@ def _measured(row: CatalogueRow) -> str:
 
 
 _TEXT_COLUMNS = ("env id", "role", "quality", "dataset id", "size", "policy return", "ODRL ref (rnd / exp)",
-                 "ours ref (rnd / exp)", "measured return", "availability")
+                 "ours ref (rnd / best)", "measured return", "availability")
 
 
 def _text_cells(row: CatalogueRow) -> list[str]:
@@ -380,7 +381,7 @@ def _source_section(rows: list[CatalogueRow]) -> str:
         lines.append([r.quality, f"`{r.dataset_id}`", size, "ready" if r.available else f"missing {r.missing}",
                       _num(r.policy_return), _measured(r)])
     text = (
-        f"Source env `{r0.env_id}`; reference returns (random / expert): {'; '.join(refs)}.\n\n"
+        f"Source env `{r0.env_id}`; reference returns (random / best): {'; '.join(refs)}.\n\n"
         + _md_table(["quality", "Minari id", "size", "availability", "policy return", "measured return"], lines)
     )
     todo = list(dict.fromkeys(c for r in rows if not r.available for c in r.commands))
@@ -416,7 +417,7 @@ def _target_section(rows: list[CatalogueRow]) -> str:
     text = (
         f"{len(ids)} target env{'s' if len(ids) != 1 else ''}: Minari ids `tabb/{robot}-<shift>/<quality>-v0`, "
         f"{TARGET_SIZE:,} transitions each{' (' + sizes + ')' if sizes else ''}.\n\n"
-        + _md_table(["env id", *qualities, "ODRL ref (rnd / exp)", "ours ref (rnd / exp)"], lines)
+        + _md_table(["env id", *qualities, "ODRL ref (rnd / exp)", "ours ref (rnd / best)"], lines)
     )
     notes = list(dict.fromkeys(f"`{r.env_id}`: {n}" for r in rows for n in r.notes))
     if notes:
@@ -432,8 +433,9 @@ MARKDOWN_LEGEND = (
     "**run**: `medium-replay` needs that training run's `medium_replay.pt` (`--run-dir`). "
     "*policy*: evaluation return of the shipped behaviour policy; *data* / *measured return*: mean ± std "
     "of the complete episodes' returns in the generated dataset (`collect --record`). "
-    "Reference returns: random / expert, the `R_min` / `R_max` of the normalised score "
-    "(ODRL's table and ours); empty when unknown.\n"
+    "Reference returns: random / best, the `R_min` / `R_max` of the normalised score: "
+    "ODRL's table (its expert) and ours (the best shipped behaviour policy in that env, "
+    "medium where no expert ships yet); empty when unknown.\n"
 )
 """The legend printed above the markdown tables."""
 

@@ -168,6 +168,13 @@ def catalogue() -> dict[str, ShiftSpec]:
     docs = [(fname, yaml.safe_load(text)) for fname, text in _catalogue_files()]
     # files without a ``shifts`` list (empty, notes) are not env specs
     docs = [(fname, doc) for fname, doc in docs if isinstance(doc, dict) and doc.get("shifts")]
+    if not docs:
+        raise RuntimeError(
+            f"the shift catalogue is empty: no YAML spec with a 'shifts' list in the package "
+            f"{_CATALOGUE_PACKAGE!r} ({importlib.resources.files(_CATALOGUE_PACKAGE)}). The install is incomplete "
+            "(the wheel was built without its package data). Fix: reinstall with `pip install .` from a checkout "
+            "whose pyproject.toml lists the YAML files under [tool.setuptools.package-data]."
+        )
     docs.sort(key=lambda item: (item[1].get("order", 1000), item[0]))
     for fname, doc in docs:
         base = doc["base_xml"]
