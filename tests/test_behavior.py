@@ -224,3 +224,17 @@ def test_shipped_policies_are_small_recorded_and_fit_their_env():
             np.testing.assert_allclose(ck["action_high"], env.action_space.high)
         finally:
             env.close()
+
+
+def test_target_env_run_is_named_after_the_env_and_trains_in_it(tmp_path):
+    """A tabb/ id: the default run dir replaces '/' (hydra resolver), and the snapshot is of the shifted env."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    cfg = subprocess.run([sys.executable, str(SCRIPT), "env=tabb/Hopper-morph-v0", "seed=3", "--cfg", "job",
+                          "--resolve"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert cfg.returncode == 0, cfg.stderr[-2000:]
+    assert "run_dir: behavior_runs/tabb__Hopper-morph-v0_s3" in cfg.stdout
+    run_dir = tmp_path / "morph"
+    _train(run_dir, 100, "env=tabb/Hopper-morph-v0", "stop_after_medium=true")
+    pol = policy_from_checkpoint(run_dir / "medium.pt", seed=0)
+    assert pol.metadata["env_id"] == "tabb/Hopper-morph-v0" and pol.metadata["env_steps"] == 100
+    assert pol.metadata["extra"]["config"]["env"] == "tabb/Hopper-morph-v0"
