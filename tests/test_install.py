@@ -9,6 +9,7 @@ exercises it from a folder outside the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,8 +79,6 @@ def test_non_editable_install_has_catalogue_policies_and_tables(tmp_path):
     py = sys.executable
     out = subprocess.run([py, "-c", SCRIPT], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    import json
-
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["file"] == str(site / "tabb_torchrl" / "__init__.py")  # the installed copy, not the checkout
     from tabb_torchrl.data import list_behavior_policies
