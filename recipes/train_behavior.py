@@ -49,6 +49,7 @@ from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from tabb_torchrl.data.policies import SquashedGaussianActor, save_behavior_policy
+from tabb_torchrl.data.references import medium_return_threshold
 from tabb_torchrl.objectives.sac import FusedSACUpdate
 
 OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "__"), replace=True)
@@ -66,11 +67,6 @@ def make_env(env_id: str):
 
         return gym.make(env_id)
     return _make(env_id)
-
-
-def task_name(env_id: str) -> str:
-    """``'Hopper-v5'`` / ``'tabb/Hopper-morph-v0'`` -> ``'Hopper'``."""
-    return env_id.split("/")[-1].split("-")[0]
 
 
 def env_state(env, obs) -> dict:
@@ -159,7 +155,8 @@ class SACTrainer:
         self.act_low = self.env.action_space.low.astype(np.float32)
         self.act_high = self.env.action_space.high.astype(np.float32)
         self.medium_return = (
-            float(cfg.medium_return) if cfg.medium_return is not None else float(cfg.medium_returns[task_name(cfg.env)])
+            float(cfg.medium_return) if cfg.medium_return is not None
+            else medium_return_threshold(cfg.env, dict(cfg.medium_returns))
         )
         # seeding (before the networks are built so their init is seeded)
         random.seed(cfg.seed)

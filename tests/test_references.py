@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from tabb_torchrl.data import MissingReferenceError, normalized_score, reference_returns
+from tabb_torchrl.data import (
+    MissingReferenceError,
+    medium_return_threshold,
+    normalized_score,
+    reference_returns,
+)
 
 HOPPER_MIN, HOPPER_MAX = -26.3360015397715, 3234.3
 
@@ -127,3 +132,30 @@ def test_every_catalogue_env_has_an_odrl_reference():
         for env_id in ids:
             low, high = reference_returns(env_id)
             assert high > low, env_id
+
+
+SOURCE_MEDIUM = {"Hopper": 1050.0, "HalfCheetah": 4000.0, "Walker2d": 1500.0, "Ant": 1700.0}
+
+
+@pytest.mark.parametrize(
+    "env_id, expected",
+    [
+        ("Hopper-v5", 1050.0),
+        ("tabb/Ant-morph-v0", 1700.0),
+        ("tabb/Walker2d-kinematic-footjnt-hard-v0", 1500.0),
+        ("tabb/HalfCheetah-gravity-0.5-v0", 4000.0),
+        # friction: source threshold x R_max(level) / R_max(source), by hand from SHIFTS.md
+        ("tabb/HalfCheetah-friction-v0", 4000.0 * 7357.07 / 12135.0),
+        ("tabb/Walker2d-friction-2.0-v0", 1500.0 * 5180.044 / 4592.3),
+        ("tabb/Ant-friction-floor-5.0-v0", 1700.0 * 4545.021 / 5139.832),
+        ("tabb/Hopper-friction-0.1-v0", 1050.0),  # Hopper has one R_max for every level
+        ("tabb/HalfCheetah-friction-0.1-v0", 4000.0),  # anomalous ODRL entry: not scaled
+    ],
+)
+def test_medium_return_threshold(env_id, expected):
+    assert medium_return_threshold(env_id, SOURCE_MEDIUM) == pytest.approx(expected, rel=1e-12)
+
+
+def test_medium_return_threshold_unknown_task():
+    with pytest.raises(KeyError, match="medium_return="):
+        medium_return_threshold("tabb/AdroitHandPen-broken-joint-hard-v0", SOURCE_MEDIUM)

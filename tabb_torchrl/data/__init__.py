@@ -32,6 +32,7 @@ from tabb_torchrl.data.datasets import (  # noqa: E402
 )
 from tabb_torchrl.data.references import (  # noqa: E402
     MissingReferenceError,
+    medium_return_threshold,
     normalized_score,
     reference_returns,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "write_d4rl_hdf5",
     # references.py
     "MissingReferenceError",
+    "medium_return_threshold",
     "normalized_score",
     "reference_returns",
     # policies.py

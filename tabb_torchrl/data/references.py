@@ -50,6 +50,7 @@ __all__ = [
     "ODRL_REFERENCES",
     "OURS_REFERENCES_PATH",
     "MissingReferenceError",
+    "medium_return_threshold",
     "reference_returns",
     "normalized_score",
 ]
@@ -282,3 +283,54 @@ def normalized_score(
     if isinstance(returns, (list, tuple)):
         returns = np.asarray(returns, dtype=np.float64)
     return (returns - low) * scale
+
+
+def medium_return_threshold(env_id: str, source_thresholds: dict[str, float]) -> float:
+    """The default return at which a behaviour policy of ``env_id`` counts as *medium*.
+
+    D4RL's medium policy is stopped at about one third of expert return. The
+    ``source_thresholds`` give that return per task in the source env (``{"Hopper":
+    1050, ...}``, ``recipes/config/behavior`` uses one third of ODRL's ``R_max``).
+    A target env whose ODRL ``R_max`` differs from its source's (the friction
+    levels) gets the source threshold scaled by ``R_max(target) / R_max(source)``,
+    so that "medium" means the same fraction of expert return in every env; the
+    morph, kinematic and gravity shifts share the source ``R_max`` and keep the
+    source threshold. HalfCheetah friction 0.1, whose ODRL ``R_max`` looks
+    anomalous (41696.55), and friction levels without an ODRL entry keep the
+    source threshold too.
+
+    Args:
+        env_id (str): a source id (``"Hopper-v5"``) or a target id
+            (``"tabb/Walker2d-friction-0.5-v0"``).
+        source_thresholds (dict): medium return per task name (the env family).
+
+    Returns:
+        float: the threshold.
+
+    Raises:
+        KeyError: no threshold for the env's task in ``source_thresholds`` (the
+            message says how to pass one).
+
+    Examples:
+        >>> medium_return_threshold("tabb/Hopper-morph-v0", {"Hopper": 1050})
+        1050.0
+        >>> round(medium_return_threshold("tabb/HalfCheetah-friction-0.5-v0", {"HalfCheetah": 4000}), 1)
+        2425.1
+    """
+    family, shift = _parse(env_id)
+    task = env_id.split("/")[-1].split("-")[0]
+    if task not in source_thresholds:
+        raise KeyError(
+            f"No default medium return for task {task!r} (env {env_id!r}); known tasks: "
+            f"{', '.join(sorted(source_thresholds)) or 'none'}. Pass one explicitly, e.g. "
+            f"medium_return=1000, or add {task} to medium_returns."
+        )
+    base = float(source_thresholds[task])
+    level = _friction_level(shift)
+    entry = ODRL_REFERENCES.get(family)
+    if level is None or entry is None or (family, level) in _ANOMALOUS:
+        return base
+    match = [k for k in entry["friction_max"] if math.isclose(k, level)]
+    if not match:
+        return base
+    return base * float(entry["friction_max"][match[0]]) / float(entry["max"])
