@@ -327,10 +327,10 @@ def medium_return_threshold(env_id: str, source_thresholds: dict[str, float]) ->
         )
     base = float(source_thresholds[task])
     level = _friction_level(shift)
-    entry = ODRL_REFERENCES.get(family)
-    if level is None or entry is None or (family, level) in _ANOMALOUS:
+    if level is None or family not in ODRL_REFERENCES or (family, level) in _ANOMALOUS:
         return base
-    match = [k for k in entry["friction_max"] if math.isclose(k, level)]
-    if not match:
+    try:
+        _, target_max = _odrl(env_id)
+    except MissingReferenceError:  # a friction level without an ODRL entry
         return base
-    return base * float(entry["friction_max"][match[0]]) / float(entry["max"])
+    return base * target_max / float(ODRL_REFERENCES[family]["max"])
