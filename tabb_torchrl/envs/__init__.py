@@ -17,7 +17,7 @@ Example:
 Run ``python -m tabb_torchrl.envs`` to list the ids (``--markdown`` for a table).
 """
 
-from tabb_torchrl.envs.mjcf import MJCFEditError, apply_edits, load_mjcf
+from tabb_torchrl.envs.mjcf import MJCFEditError, apply_edits, bake_total_mass, load_mjcf
 from tabb_torchrl.envs.registry import (
     base_xml_path,
     build_xml,
@@ -42,6 +42,7 @@ __all__ = [
     "ShiftSpec",
     "UnknownEnvError",
     "apply_edits",
+    "bake_total_mass",
     "base_xml_path",
     "build_xml",
     "cache_dir",

@@ -53,7 +53,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["MJCFEditError", "apply_edits", "load_mjcf", "format_vector"]
+__all__ = ["MJCFEditError", "apply_edits", "bake_total_mass", "load_mjcf", "format_vector"]
 
 _ORIENTATION_ATTRS = ("quat", "axisangle", "euler", "xyaxes", "zaxis")
 _MUJOCO_DEFAULT_GRAVITY = (0.0, 0.0, -9.81)
@@ -362,3 +362,87 @@ def apply_edits(root: ET.Element, edits: Sequence[Mapping[str, Any]]) -> None:
             _OPS[op](root, edit)
         except KeyError as exc:
             raise MJCFEditError(f"edit {dict(edit)} misses key {exc}") from None
+
+
+_MUJOCO_DEFAULT_DENSITY = 1000.0
+
+
+def bake_total_mass(root: ET.Element) -> float | None:
+    """Replace ``<compiler settotalmass>`` by the densities and masses it implies (in place).
+
+    MuJoCo deprecates the compiler attribute ``settotalmass`` (it warns, and will
+    drop it). ``settotalmass=M`` scales every body mass and inertia by one factor
+    ``k = M / m`` after compiling, ``m`` being the total mass of the bodies as the
+    XML writes them. Density and explicit masses enter mass and inertia linearly, so
+    multiplying every geom ``density`` (MuJoCo's default 1000 included, via the
+    top-level ``<default>``), every geom ``mass`` and every ``<inertial>`` mass and
+    inertia by ``k`` compiles to the same masses and inertias, up to rounding, without
+    the attribute. Geometry edits made before this call redistribute the total mass
+    exactly as ``settotalmass`` would (HalfCheetah-morph keeps its 14 kg).
+
+    Args:
+        root: the ``<mujoco>`` element (edits already applied).
+
+    Returns:
+        The factor ``k``, or ``None`` when the model sets no positive ``settotalmass``
+        (the tree is then left as it is).
+
+    Raises:
+        MJCFEditError: the rewritten model does not compile to the requested total
+            mass (a mass attribute this function does not scale).
+
+    Example:
+        >>> import xml.etree.ElementTree as ET
+        >>> root = ET.fromstring('<mujoco><compiler settotalmass="2"/><worldbody><body>'
+        ...     '<freejoint/><geom type="box" size=".05 .05 .05"/></body></worldbody></mujoco>')
+        >>> round(bake_total_mass(root), 6)  # the 10 cm cube weighs 1 kg at density 1000
+        2.0
+        >>> root.find("compiler").get("settotalmass") is None
+        True
+        >>> round(float(root.find("default/geom").get("density")), 6)
+        2000.0
+    """
+    import mujoco  # local: parsing and editing do not need the simulator
+
+    total = None
+    for comp in root.iter("compiler"):
+        if comp.get("settotalmass") is not None:
+            total = float(comp.attrib.pop("settotalmass"))
+    if total is None or total <= 0:  # MuJoCo's default -1 disables it
+        return None
+    current = float(mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode")).body_mass.sum())
+    if current <= 0:
+        raise MJCFEditError(f"settotalmass={total:g} on a model without mass; nothing to scale")
+    k = total / current
+
+    def scale(elem: ET.Element, attr: str) -> None:
+        if elem.get(attr) is not None:
+            elem.set(attr, format_vector(v * k for v in _parse_vector(elem.get(attr))))
+
+    top = root.find("default")
+    if top is None:
+        top = ET.Element("default")
+        root.insert(next((i for i, c in enumerate(root) if c.tag not in ("compiler", "option", "size")),
+                         len(root)), top)
+    top_geom = top.find("geom")
+    if top_geom is None:
+        top_geom = ET.SubElement(top, "geom")
+    if top_geom.get("density") is None:
+        top_geom.set("density", repr(_MUJOCO_DEFAULT_DENSITY * k))
+        done = {id(top_geom)}
+    else:
+        done = set()
+    for geom in root.iter("geom"):
+        if id(geom) not in done:
+            scale(geom, "density")
+            scale(geom, "mass")
+    for inertial in root.iter("inertial"):
+        for attr in ("mass", "diaginertia", "fullinertia"):
+            scale(inertial, attr)
+    got = float(mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode")).body_mass.sum())
+    if abs(got - total) > 1e-9 * total:
+        raise MJCFEditError(
+            f"baking settotalmass={total:g} into densities gave a total mass of {got:g}; the model "
+            "sets masses this function does not scale"
+        )
+    return k
