@@ -226,6 +226,24 @@ def test_shipped_policies_are_small_recorded_and_fit_their_env():
             env.close()
 
 
+def test_policies_readme_tables_every_shipped_policy_with_its_return():
+    """The table of assets/policies/README.md (shown in the docs) lists each shipped file's recorded return."""
+    import re
+
+    from tabb_torchrl.data.policies import _policies_root
+
+    text = (_policies_root(None) / "README.md").read_text()
+    rows = {}
+    for m in re.finditer(r"^\| `([^`]+)` \([a-z]+\) \| ([a-z-]+) \| (-?[0-9.]+) ± ([0-9.]+) \|", text, re.M):
+        rows[(m.group(1), m.group(2))] = (float(m.group(3)), float(m.group(4)))
+    pairs = list_behavior_policies()
+    assert sorted(rows) == sorted(pairs), "README table rows != shipped checkpoints"
+    for env_id, quality in pairs:
+        rec = load_policy_returns(env_id)[quality]
+        assert rows[(env_id, quality)] == (round(rec["eval_return"], 1), round(rec["eval_return_std"], 1)), (
+            env_id, quality)
+
+
 def test_target_env_run_is_named_after_the_env_and_trains_in_it(tmp_path):
     """A tabb/ id: the default run dir replaces '/' (hydra resolver), and the snapshot is of the shifted env."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
