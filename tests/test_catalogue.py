@@ -56,8 +56,9 @@ def test_random_is_ready_and_references(rows):
     assert all(r.available for r in rows if r.quality == "random")
     assert by["tabb/Hopper-morph-v0", "random"].reference_odrl == (-26.3360015397715, 3234.3)
     assert by["tabb/Walker2d-friction-2.0-v0", "expert"].reference_odrl == (10.079455055289959, 5180.044)
-    # 'ours' where measured, an empty cell (None) otherwise
-    assert by["tabb/Hopper-kinematic-v0", "random"].reference_ours is None
+    # 'ours' where measured, an empty cell (None) otherwise (gravity: outside the paper grid, never trained)
+    assert by["tabb/Hopper-gravity-2.0-v0", "random"].reference_ours is None
+    assert by["Hopper-v5", "random"].reference_ours is not None
     assert any("anomalous" in n for n in by["tabb/HalfCheetah-friction-0.1-v0", "medium"].notes)
 
 
