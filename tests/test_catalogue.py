@@ -11,12 +11,13 @@ from tabb_torchrl.data import catalogue as K
 from tabb_torchrl.data import collect as C
 from tabb_torchrl.data.policies import (
     SquashedGaussianActor,
+    env_id_spellings,
     list_behavior_policies,
     load_policy_returns,
     save_behavior_policy,
     ship_run_snapshots,
 )
-from tabb_torchrl.envs import list_env_ids
+from tabb_torchrl.envs import get_shift, list_env_ids
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,10 @@ def test_rows_cover_every_env_id_and_quality(rows):
             "AdroitHandDoor-v1"} <= set(sources)
     assert {(r.env_id, r.quality) for r in rows if r.role == "source"} == set(
         itertools.product(sources, C.DATASET_QUALITIES))
-    assert len(rows) == len({r.dataset_id for r in rows}) == (108 + len(sources)) * 5
+    assert len(rows) == (108 + len(sources)) * 5
+    # a default level's id and its alias are one env: one dataset id for both rows
+    aliases = [e for e in list_env_ids() if get_shift(e).alias_of is not None]
+    assert len({r.dataset_id for r in rows}) == len(rows) - 5 * len(aliases) and aliases
     for r in rows:
         assert r.dataset_id == C.dataset_id_for(r.env_id, r.quality)
         base = 1_000_000 if r.role == "source" else 5_000
@@ -115,7 +119,8 @@ def test_cli_filters(capsys):
     assert K.main(["--quality", "medium", "--available"]) == 0
     body = capsys.readouterr().out.splitlines()[2:]
     shipped = {e for e, q in list_behavior_policies() if q == "medium"}
-    assert {line.split()[0] for line in body} == shipped
+    # a policy shipped under an alias also makes its default level's id ready
+    assert {line.split()[0] for line in body} == {s for e in shipped for s in env_id_spellings(e)}
     assert all(line.endswith("ready") for line in body)
     assert K.main(["--env", "Walker2d", "--role", "source", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -163,3 +168,43 @@ def test_measured_returns_from_the_returns_file(tmp_path, monkeypatch, capsys):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="dataset-returns"):
         K.build_catalogue(env="Hopper-v5")
+
+
+def test_level_id_and_alias_rows_agree(tmp_path, monkeypatch):
+    """``tabb/Walker2d-friction-0.5-v0`` is ``tabb/Walker2d-friction-v0`` (its alias): same status, policy,
+    references, dataset id and recorded returns, whichever spelling the policy and the record use."""
+    level, alias = "tabb/Walker2d-friction-0.5-v0", "tabb/Walker2d-friction-v0"
+    assert get_shift(alias).alias_of == level
+    rows = {r.env_id: r for r in K.build_catalogue(env="Walker2d-friction", quality="medium")}
+    assert (alias, "medium") in list_behavior_policies()  # shipped under the alias
+    a, lv = rows[alias], rows[level]
+    assert a.status == lv.status == "ready"
+    assert a.policy_return == lv.policy_return is not None
+    assert a.reference_ours == lv.reference_ours is not None
+    assert a.dataset_id == lv.dataset_id == "tabb/Walker2d-friction/medium-v0"
+    # a policy shipped from a run of the level id is stored (and found) under the alias
+    run = tmp_path / "run"
+    save_behavior_policy(run / "expert.pt", SquashedGaussianActor(17, 6, (8,)), env_id=level, quality="expert",
+                         eval_return=4321.0)
+    ship_run_snapshots(run, root=tmp_path / "pol")
+    assert list_behavior_policies(tmp_path / "pol") == [(alias, "expert")]
+    path = tmp_path / "returns.json"
+    C.record_dataset_stats(path, {"dataset_id": C.dataset_id_for(level, "expert"), "return_mean": 4000.0})
+    by = {r.env_id: r for r in K.build_catalogue(env="Walker2d-friction", quality="expert",
+                                                 policy_root=tmp_path / "pol", returns_path=path)}
+    for env_id in (level, alias):
+        assert by[env_id].available and by[env_id].policy_return == 4321.0
+        assert by[env_id].measured_return == 4000.0
+
+
+def test_shipped_recorded_returns_are_found(tmp_path):
+    """Every record of the shipped dataset_returns.json is shown by the catalogue row of its dataset."""
+    shipped_file = K.Path(K.__file__).resolve().parent.parent / "assets" / "dataset_returns.json"
+    copy = tmp_path / "dataset_returns.json"  # one snapshot (a background job may rewrite the shipped file)
+    copy.write_text(shipped_file.read_text())
+    shipped = K.load_dataset_returns(copy)
+    rows = K.build_catalogue(returns_path=copy)
+    assert set(shipped) <= {r.dataset_id for r in rows if r.measured is not None}
+    for r in rows:
+        if r.measured is not None:
+            assert r.measured == shipped[r.dataset_id]

@@ -327,3 +327,93 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
     with pytest.raises(ValueError, match="dataset-returns"):
         C.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0"})
     assert out.read_text() == "{oops"
+
+
+# ---------------------------------------------------------------------------
+# a default level's id and its alias; the dynamics in the cache key; --benchmark qualities
+# ---------------------------------------------------------------------------
+
+LEVEL, ALIAS = "tabb/Walker2d-friction-0.5-v0", "tabb/Walker2d-friction-v0"
+
+
+def test_level_id_and_alias_are_one_env(minari_root, monkeypatch):
+    from tabb_torchrl.data.policies import canonical_env_id, load_behavior_policy, load_policy_returns, policy_path
+    from tabb_torchrl.envs import get_shift
+
+    assert get_shift(ALIAS).alias_of == LEVEL
+    assert canonical_env_id(LEVEL) == canonical_env_id(ALIAS) == ALIAS
+    # the policy shipped under the alias loads through the level id
+    assert policy_path(LEVEL, "medium") == policy_path(ALIAS, "medium")
+    by_level, by_alias = load_behavior_policy(LEVEL, "medium"), load_behavior_policy(ALIAS, "medium")
+    assert by_level.metadata["sha256"] == by_alias.metadata["sha256"]
+    assert load_policy_returns(LEVEL) == load_policy_returns(ALIAS) != {}
+    # one Minari id, one cache key, one dataset
+    assert C.dataset_id_for(LEVEL, "medium") == C.dataset_id_for(ALIAS, "medium") == "tabb/Walker2d-friction/medium-v0"
+    assert C.dataset_path(LEVEL, "random") == C.dataset_path(ALIAS, "random")
+    assert C._plan(LEVEL, "medium", 5000, 0, 16, None, None, None) == C._plan(ALIAS, "medium", 5000, 0, 16, None,
+                                                                               None, None)
+    calls = []
+    real = C.create_dataset
+    monkeypatch.setattr(C, "create_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
+    td1 = C.get_or_create_dataset(ALIAS, "random", 200, 0, n_envs=2, show_progress=False)
+    td2 = C.get_or_create_dataset(LEVEL, "random", 200, 0, n_envs=2, show_progress=False)
+    assert len(calls) == 1 and torch.equal(td1["observation"], td2["observation"])
+    assert C._read_metadata(C.dataset_path(LEVEL, "random"))["tabb_env_id"] == ALIAS
+
+
+def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
+    plan = C._plan("Hopper-v5", "random", 300, 0, 2, None, None, None)
+    assert {"xml_sha256", "mujoco_version", "gymnasium_version"} <= set(plan)
+    # the digest is of the model: a shifted env's differs from its source's and from another level's
+    assert plan["xml_sha256"] == C._xml_digest("Hopper-v5") != C._xml_digest("tabb/Hopper-morph-v0")
+    assert C._xml_digest(LEVEL) == C._xml_digest(ALIAS) != C._xml_digest("tabb/Walker2d-friction-2.0-v0")
+    calls = []
+    real = C.create_dataset
+    monkeypatch.setattr(C, "create_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
+    C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    assert len(calls) == 1
+    meta = C._read_metadata(C.dataset_path("Hopper-v5", "random"))
+    assert meta["tabb_xml_sha256"] == plan["xml_sha256"]
+    # a changed MJCF (a fixed shift spec, a new gymnasium asset) is a cache miss
+    monkeypatch.setattr(C, "_xml_digest", lambda env_id: "0123456789abcdef")
+    C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    assert len(calls) == 2
+    C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    assert len(calls) == 2
+    # so is another mujoco version
+    real_version = C._package_version
+    monkeypatch.setattr(C, "_package_version", lambda n: "0.0.1" if n == "mujoco" else real_version(n))
+    C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    assert len(calls) == 3
+    # and the CLI regenerates (no "cached") when the stored digest differs
+    monkeypatch.setattr(C, "_xml_digest", lambda env_id: "fedcba9876543210")
+    assert C.main(["--env", "Hopper-v5", "--quality", "random", "--size", "300", "--n-envs", "2"]) == 0
+    assert len(calls) == 4 and "wrote 300 transitions" in capsys.readouterr().out
+    assert C._read_metadata(C.dataset_path("Hopper-v5", "random"))["tabb_xml_sha256"] == "fedcba9876543210"
+
+
+def test_record_fields_unchanged_by_the_dynamics_keys(minari_root):
+    # the --record format (dataset_returns.json) keeps its fields: no versions, no digest
+    p = C.create_dataset("Hopper-v5", "random", 100, 0, n_envs=2, show_progress=False)
+    rec = C.dataset_record(p)
+    assert not {"xml_sha256", "mujoco_version", "gymnasium_version"} & set(rec)
+
+
+@pytest.mark.parametrize("quality", ["medium-expert", "medium-replay"])
+def test_benchmark_rejects_qualities_it_cannot_time(minari_root, capsys, quality):
+    with pytest.raises(SystemExit) as exc:
+        C.main(["--env", "Hopper-v5", "--quality", quality, "--benchmark", "--size", "100"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--benchmark" in err and quality in err and "random, medium, expert" in err
+    assert "Traceback" not in err and "PolicyNotFoundError" not in err
+    with pytest.raises(ValueError, match="random, medium, expert"):
+        C.benchmark("Hopper-v5", quality, 100)
+
+
+def test_benchmark_missing_policy_is_a_clear_error(minari_root, tmp_path, capsys):
+    assert C.main(["--env", "Hopper-v5", "--quality", "expert", "--benchmark", "--size", "100",
+                   "--policy-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No shipped behaviour policy") and "Traceback" not in err

@@ -122,23 +122,149 @@ def test_nan_row_reported(tmp_path):
     td["next", "observation"][11, 1] = float("nan")
     td["next", "reward"][15] = float("inf")
     path = write_d4rl_hdf5(td, tmp_path / "nan.hdf5")
-    with pytest.raises(DatasetError, match=r"'next.observation' holds NaN or inf in 1 row\(s\), first at row 11"):
+    with pytest.raises(DatasetError) as err:
         load_d4rl_hdf5(path)
+    assert str(err.value) == (
+        f"{path}: key 'next_observations' holds NaN or inf in 1 row(s) of the file, first at row 11. "
+        f"Regenerate or re-download the dataset, or load it with validate=False and drop those rows (td[mask])."
+    )
     td["next", "observation"][11, 1] = 0.0
-    with pytest.raises(DatasetError, match="'next.reward'.*first at row 15"):
+    with pytest.raises(DatasetError, match=r"dataset: 'next.reward' holds NaN or inf in 1 row\(s\), first at row 15\. "):
         validate_transitions(td)
+
+
+def _rows_file(path, n=12, timeout_rows=(), **overrides):
+    """A D4RL file without next_observations: observations[i] = [i, -i], rewards[i] = i."""
+    arrays = dict(
+        observations=np.stack([np.arange(n), -np.arange(n)], axis=1).astype(np.float32),
+        actions=np.zeros((n, 1), np.float32),
+        rewards=np.arange(n, dtype=np.float32),
+        terminals=np.zeros(n, bool),
+        timeouts=np.isin(np.arange(n), timeout_rows),
+    )
+    arrays.update(overrides)
+    return _write_raw(path, **arrays)
+
+
+def test_nan_reported_at_its_file_row_after_dropped_rows(tmp_path):
+    """The time-out at file row 2 is dropped: transition 6 is file row 7, yet the message names row 7."""
+    obs = np.stack([np.arange(12), -np.arange(12)], axis=1).astype(np.float32)
+    obs[7, 1] = np.nan
+    path = _rows_file(tmp_path / "nan7.hdf5", timeout_rows=[2], observations=obs)
+    with pytest.raises(DatasetError, match=r"nan7\.hdf5: key 'observations' holds NaN or inf in 1 row\(s\) of the "
+                                           r"file, first at row 7\. Regenerate"):
+        load_d4rl_hdf5(path)
+    # a NaN observation on a dropped time-out row still reaches the data, as row 4's next observation
+    obs = np.stack([np.arange(12), -np.arange(12)], axis=1).astype(np.float32)
+    obs[5, 0] = np.inf
+    path = _rows_file(tmp_path / "inf5.hdf5", timeout_rows=[2, 5], observations=obs)
+    with pytest.raises(DatasetError, match=r"key 'observations' holds NaN or inf in 1 row\(s\) of the file, first at row 5\."):
+        load_d4rl_hdf5(path)
+    rewards = np.arange(12, dtype=np.float32)
+    rewards[[9, 10]] = np.nan
+    path = _rows_file(tmp_path / "rew.hdf5", timeout_rows=[2], rewards=rewards)
+    with pytest.raises(DatasetError, match=r"key 'rewards' holds NaN or inf in 2 row\(s\) of the file, first at row 9\."):
+        load_d4rl_hdf5(path)
+    # validate=False returns the data, NaN included, row 7 at transition 6
+    td = load_d4rl_hdf5(_rows_file(tmp_path / "again.hdf5", timeout_rows=[2], rewards=rewards), validate=False)
+    assert td["next", "reward"].squeeze(-1).isnan().nonzero().squeeze(-1).tolist() == [8, 9]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # rewards [N, 2] without next_observations used to load flattened and misaligned
+        ({"rewards": np.zeros((12, 2), np.float32)},
+         "key 'rewards' has shape [12, 2], expected [12] or [12, 1] ('observations' has shape [12, 2])."),
+        # ... and with next_observations raised a raw RuntimeError
+        ({"rewards": np.zeros((12, 2), np.float32), "next_observations": np.zeros((12, 2), np.float32)},
+         "key 'rewards' has shape [12, 2], expected [12] or [12, 1] ('observations' has shape [12, 2])."),
+        # narrower next_observations raised numpy's "cannot reshape"
+        ({"next_observations": np.zeros((12, 1), np.float32)},
+         "key 'next_observations' has shape [12, 1], expected [12, 2] ('observations' has shape [12, 2])."),
+        ({"terminals": np.zeros(11, bool)},
+         "key 'terminals' has shape [11], expected [12] or [12, 1] ('observations' has shape [12, 2])."),
+        ({"timeouts": np.zeros((12, 3), bool)},
+         "key 'timeouts' has shape [12, 3], expected [12] or [12, 1] ('observations' has shape [12, 2])."),
+        ({"actions": np.zeros(12, np.float32)},
+         "key 'actions' has shape [12], expected [12, act_dim] ('observations' has shape [12, 2])."),
+        ({"actions": np.zeros((10, 1), np.float32)},
+         "key 'actions' has shape [10, 1], expected [12, act_dim] ('observations' has shape [12, 2])."),
+        ({"observations": np.zeros((12, 2, 2), np.float32)},
+         "key 'observations' has shape [12, 2, 2], expected [N, obs_dim] (one flat observation per row)."),
+        # non-numeric data used to raise a TypeError
+        ({"rewards": np.array([b"x"] * 12)}, "key 'rewards' has dtype |S1, expected a numeric array (float, int or bool)."),
+    ],
+)
+def test_hdf5_key_shapes_and_dtypes_checked(tmp_path, overrides, message):
+    path = _rows_file(tmp_path / "bad.hdf5", **overrides)
+    with pytest.raises(DatasetError) as err:
+        load_d4rl_hdf5(path)
+    assert str(err.value) == (
+        f"{path}: {message} Fix: rewrite the file with that key in the expected shape (write_d4rl_hdf5 "
+        f"writes valid files), or regenerate / re-download the dataset."
+    )
+
+
+def test_hdf5_group_instead_of_array(tmp_path):
+    path = _rows_file(tmp_path / "g.hdf5")
+    with h5py.File(path, "a") as f:
+        del f["rewards"]
+        f.create_group("rewards")
+    with pytest.raises(DatasetError, match=r"g\.hdf5: key 'rewards' is an HDF5 Group, expected an array \(dataset\)\. Fix:"):
+        load_d4rl_hdf5(path)
 
 
 def test_wrong_obs_size_message():
     td = _random_transitions(obs_dim=11, act_dim=3)
-    with pytest.raises(
-        DatasetError,
-        match=r"hopper-medium: observation size 11 but the env expects 17\. Does this dataset belong to env HalfCheetah-v5\?",
-    ):
-        validate_transitions(td, obs_dim=17, act_dim=6, name="hopper-medium", env_id="HalfCheetah-v5")
-    with pytest.raises(DatasetError, match="action size 3 but the env expects 6"):
+    with pytest.raises(DatasetError) as err:
+        validate_transitions(td, obs_dim=17, act_dim=3, name="hopper-medium", env_id="HalfCheetah-v5")
+    assert str(err.value) == (
+        "hopper-medium does not fit env HalfCheetah-v5: observation size 11 but the env has 17. The dataset was "
+        "collected in another env: load the dataset collected in HalfCheetah-v5, or use the env it was collected in."
+    )
+    with pytest.raises(DatasetError) as err:
         validate_transitions(td, obs_dim=11, act_dim=6)
+    assert str(err.value) == (
+        "dataset does not fit the env: action size 3 but the env has 6. The dataset was collected in another env: "
+        "load the dataset collected in this env, or pass the sizes of the env it was collected in "
+        "(obs_dim= / act_dim=, or env_id=)."
+    )
+    # env_id alone: the sizes come from the env's spaces (Hopper-v5: 11, 3)
+    assert validate_transitions(td, env_id="Hopper-v5") is td
+    with pytest.raises(DatasetError, match="observation size 11 but the env has 17, action size 3 but the env has 6"):
+        validate_transitions(td, env_id="HalfCheetah-v5")
     assert validate_transitions(td, obs_dim=11, act_dim=3) is td
+
+
+def test_hdf5_loader_checks_env_sizes(tmp_path):
+    path = write_d4rl_hdf5(_random_transitions(obs_dim=3, act_dim=2), tmp_path / "d.hdf5")
+    # Pendulum-v1: observation 3, action 1
+    with pytest.raises(DatasetError) as err:
+        load_d4rl_hdf5(path, env_id="Pendulum-v1")
+    assert str(err.value) == (
+        f"{path} does not fit env Pendulum-v1: action size 2 but the env has 1. The dataset was collected in "
+        f"another env: load the dataset collected in Pendulum-v1, or use the env it was collected in."
+    )
+    with pytest.raises(DatasetError, match=r"d\.hdf5 does not fit the env: observation size 3 but the env has 5\."):
+        load_d4rl_hdf5(path, obs_dim=5, validate=False)  # the size check runs without validate too
+    # given sizes win over the env's: no mismatch left
+    assert load_d4rl_hdf5(path, env_id="Pendulum-v1", act_dim=2).shape == (20,)
+    assert load_d4rl_hdf5(path, obs_dim=3, act_dim=2).shape == (20,)
+
+
+def test_recipe_dataset_names_its_env(tmp_path):
+    from tabb_torchrl.pipeline.factories import ConfigError, load_dataset
+
+    path = write_d4rl_hdf5(_random_transitions(obs_dim=3, act_dim=2), tmp_path / "d.hdf5")
+    with pytest.raises(ConfigError) as err:
+        load_dataset({"path": str(path), "size": 0}, "Hopper-v5", root=None, seed=0, obs_dim=11, action_dim=3,
+                     name="source")
+    assert (
+        "source dataset does not fit env Hopper-v5: observation size 3 but the env has 11, action size 2 but the "
+        "env has 3. The dataset was collected in another env: load the dataset collected in Hopper-v5, or use the "
+        "env it was collected in."
+    ) in str(err.value)
 
 
 def test_missing_key_message(tmp_path):
@@ -198,17 +324,21 @@ def test_empty_files(tmp_path):
 
 
 # ---------------------------------------------------------------- Minari
-def _make_local_minari(dataset_id, seed=0):
+def _make_local_minari(dataset_id, seed=0, bad=None):
+    """Three episodes of 6, 4 and 5 steps; ``bad=(episode, key, step)`` puts a NaN there."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
     rng = np.random.default_rng(seed)
     episodes = []
     for ep_id, (steps, terminal) in enumerate([(6, True), (4, False), (5, False)]):
+        observations = rng.normal(size=(steps + 1, 3)).astype(np.float32) + 5.0
+        if bad is not None and bad[0] == ep_id and bad[1] == "observations":
+            observations[bad[2], 0] = np.nan
         episodes.append(
             EpisodeBuffer(
                 id=ep_id,
-                observations=rng.normal(size=(steps + 1, 3)).astype(np.float32) + 5.0,
+                observations=observations,
                 actions=rng.uniform(-2, 2, size=(steps, 1)).astype(np.float32),
                 rewards=list(rng.normal(size=steps) - 3.0),
                 terminations=[False] * (steps - 1) + [terminal],
@@ -249,6 +379,38 @@ def test_minari_local_values_arrive(tmp_path, monkeypatch):
     by_path = load_minari_dataset(None, data_path=get_dataset_path("tabbtest/pendulum/toy-v0"))
     assert (by_path == td).all()
     validate_transitions(td, obs_dim=3, act_dim=1)
+
+
+@pytest.mark.parametrize("step, obs_rows, next_obs_rows", [(2, [8], [7]), (4, [], [9])])
+def test_minari_nan_reports_episode_and_step(tmp_path, monkeypatch, step, obs_rows, next_obs_rows):
+    """Episode 1 (4 steps, 5 observations) starts at transition 6; its observation 4 is only a next observation."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    _make_local_minari("tabbtest/pendulum/nan-v0", bad=(1, "observations", step))
+    with pytest.raises(DatasetError) as err:
+        load_minari_dataset("tabbtest/pendulum/nan-v0")
+    assert str(err.value) == (
+        f"Minari dataset 'tabbtest/pendulum/nan-v0': 'observations' holds NaN or inf in 1 step(s), first at "
+        f"episode 1, step {step}. Regenerate or re-download the dataset, or load it with validate=False and drop "
+        f"those rows (td[mask])."
+    )
+    td = load_minari_dataset("tabbtest/pendulum/nan-v0", validate=False)
+    assert td["observation"].isnan().any(-1).nonzero().squeeze(-1).tolist() == obs_rows
+    assert td["next", "observation"].isnan().any(-1).nonzero().squeeze(-1).tolist() == next_obs_rows
+
+
+def test_minari_loader_checks_env_sizes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    _make_local_minari("tabbtest/pendulum/toy-v0")  # observation 3, action 1: Pendulum-v1's sizes
+    assert load_minari_dataset("tabbtest/pendulum/toy-v0", env_id="Pendulum-v1").shape == (15,)
+    with pytest.raises(DatasetError) as err:
+        load_minari_dataset("tabbtest/pendulum/toy-v0", env_id="Hopper-v5")
+    assert str(err.value) == (
+        "Minari dataset 'tabbtest/pendulum/toy-v0' does not fit env Hopper-v5: observation size 3 but the env "
+        "has 11, action size 1 but the env has 3. The dataset was collected in another env: load the dataset "
+        "collected in Hopper-v5, or use the env it was collected in."
+    )
+    with pytest.raises(DatasetError, match="does not fit the env: action size 1 but the env has 2"):
+        load_minari_dataset("tabbtest/pendulum/toy-v0", obs_dim=3, act_dim=2, validate=False)
 
 
 def test_minari_not_local_message(tmp_path, monkeypatch):

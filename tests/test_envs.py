@@ -499,6 +499,47 @@ def test_cli_markdown(capsys):
     assert any("`tabb/Hopper-friction-0.1-v0` | `Hopper-v5`" in line and "k=0.1 and k=0.5" in line for line in md)
 
 
+def test_cli_unknown_filter_lists_valid_names(capsys):
+    from tabb_torchrl.envs.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["Hoper"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no env id matches 'Hoper'" in err
+    assert "Hopper" in err and "broken-joint" in err and "Walker2d-kinematic-footjnt" in err
+
+
+def test_cli_closed_pipe_is_quiet():
+    # `python -m tabb_torchrl.envs | head -1`: the reader is gone before the CLI writes
+    # (its read end is closed at once; the CLI needs seconds to import), so every write
+    # fails with EPIPE -- exit quietly, with no BrokenPipeError traceback.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tabb_torchrl.envs"], stdout=write_end,
+                              stderr=subprocess.PIPE, env=env, timeout=300)
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_base_xml_recorded_in_metadata_of_source_and_target():
+    target = make_env("tabb/Walker2d-morph-v0")
+    source = make_env("Walker2d-v5")
+    meta_t, meta_s = target.unwrapped.metadata, source.unwrapped.metadata
+    assert meta_t["tabb_base_xml"] == meta_s["tabb_base_xml"] == get_shift("tabb/Walker2d-morph-v0").base_xml
+    assert meta_t["tabb_env_id"] == "tabb/Walker2d-morph-v0" and "tabb_env_id" not in meta_s
+    assert meta_t["render_fps"] == meta_s["render_fps"]  # gymnasium's own keys kept
+    # the class attribute is not mutated: a plain gymnasium env made afterwards has no tabb keys
+    plain = gym.make("Walker2d-v5")
+    assert "tabb_base_xml" not in plain.unwrapped.metadata
+    for e in (target, source, plain):
+        e.close()
+
+
 def test_empty_catalogue_is_a_broken_install_error(monkeypatch):
     from tabb_torchrl.envs import spec as S
 

@@ -109,6 +109,21 @@ def test_ours_table(tmp_path):
         reference_returns("tabb/Ant-morph-v0", "ours", path=path)
 
 
+def test_ours_level_id_and_alias_share_the_entry(tmp_path):
+    """A default level's id and its alias are one env: the table is keyed by the alias (canonical id)."""
+    from tabb_torchrl.data.policies import canonical_env_id
+
+    level, alias = "tabb/Walker2d-friction-0.5-v0", "tabb/Walker2d-friction-v0"
+    assert canonical_env_id(level) == canonical_env_id(alias) == alias
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({alias: {"min": 1.0, "max": 9.0}}))
+    assert reference_returns(level, "ours", path=path) == reference_returns(alias, "ours", path=path) == (1.0, 9.0)
+    # the shipped table has the alias (a policy ships for it): the level id finds the same entry
+    assert reference_returns(level, "ours") == reference_returns(alias, "ours")
+    with pytest.raises(MissingReferenceError):  # another level is another env
+        reference_returns("tabb/Walker2d-friction-2.0-v0", "ours", path=path)
+
+
 def test_ours_missing_file(tmp_path):
     with pytest.raises(MissingReferenceError, match=r"No 'ours' reference table at .*nope.json\. Compute it with python -m tabb_torchrl.data.compute_references"):
         reference_returns("tabb/Hopper-morph-v0", "ours", path=tmp_path / "nope.json")

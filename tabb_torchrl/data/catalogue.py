@@ -22,6 +22,12 @@ measured return of the dataset when it was recorded in
 ``tabb_torchrl/assets/dataset_returns.json`` (written by
 ``python -m tabb_torchrl.data.collect ... --record``).
 
+A default-level id and its alias (``tabb/Walker2d-friction-0.5-v0`` and
+``tabb/Walker2d-friction-v0``) are one env: both rows look the policies,
+references and recorded returns up under the canonical id
+(:func:`~tabb_torchrl.data.policies.canonical_env_id`, the alias) and name the
+same Minari dataset.
+
 The docs page *Datasets* shows the ``--markdown`` output (one section per
 robot, generated at docs-build time).
 """
@@ -39,7 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from tabb_torchrl.data import collect
-from tabb_torchrl.data.policies import env_id_to_dirname, list_behavior_policies, load_policy_returns
+from tabb_torchrl.data.policies import (
+    canonical_env_id,
+    env_id_to_dirname,
+    list_behavior_policies,
+    load_policy_returns,
+)
 from tabb_torchrl.data.references import MissingReferenceError, reference_returns
 
 __all__ = [
@@ -231,7 +242,7 @@ def _availability(env_id: str, quality: str, shipped: set[tuple[str, str]],
         return (False, "a SAC run directory with medium_replay.pt",
                 (train, _REPLAY.format(env=env_id, run_dir=run_dir.as_posix())))
     needed = ("medium", "expert") if quality == "medium-expert" else (quality,)
-    lacking = [q for q in needed if (env_id, q) not in shipped]
+    lacking = [q for q in needed if (canonical_env_id(env_id), q) not in shipped]
     if not lacking:
         return True, "", ()
     what = " and ".join(lacking) + (" behaviour policies" if len(lacking) > 1 else " behaviour policy")
@@ -299,7 +310,7 @@ def build_catalogue(
                     if available and not ok:
                         continue
                     pol = None
-                    if q in ("medium", "expert") and (env_id, q) in shipped:
+                    if q in ("medium", "expert") and (canonical_env_id(env_id), q) in shipped:
                         pol = policy_returns.get(q, {}).get("eval_return")
                         pol = float(pol) if pol is not None else None
                     did = collect.dataset_id_for(env_id, q)

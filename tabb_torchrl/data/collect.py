@@ -20,7 +20,12 @@ Datasets are written in Minari format (``data_format="hdf5"``) with ids
 into a hidden temporary directory first, moved into place only when complete,
 so a killed run never leaves a loadable partial dataset.
 :func:`get_or_create_dataset` reuses a cached dataset when its metadata (env,
-size, seed, policy hash, protocol version) match.
+size, seed, policy hash, protocol version, digest of the env's MJCF, mujoco and
+gymnasium versions) match.
+
+A default-level env id and its alias (``tabb/Walker2d-friction-0.5-v0`` and
+``tabb/Walker2d-friction-v0``) are one env: both give the dataset of the
+canonical id (:func:`~tabb_torchrl.data.policies.canonical_env_id`, the alias).
 
 Collection steps ``n_envs`` gymnasium envs in lock-step (a plain loop with
 same-step autoreset: the last transition of an episode keeps the true final
@@ -40,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -57,6 +64,7 @@ import torch
 
 from tabb_torchrl.data.policies import (
     PolicyNotFoundError,
+    canonical_env_id,
     checkpoint_hash,
     env_id_to_dirname,
     policy_from_checkpoint,
@@ -78,6 +86,7 @@ __all__ = [
     "record_dataset_stats",
     "RETURNS_FILE_FORMAT",
     "benchmark",
+    "BENCHMARK_QUALITIES",
     "default_size",
     "SOURCE_SIZE",
     "TARGET_SIZE",
@@ -89,6 +98,10 @@ DATASET_QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expe
 
 #: Bumped whenever the collection protocol changes (invalidates caches).
 COLLECT_VERSION = 1
+
+#: Qualities :func:`benchmark` can time (``medium-replay`` reads a replay buffer, nothing is
+#: rolled out; ``medium-expert`` is the ``medium`` then the ``expert`` collection).
+BENCHMARK_QUALITIES = ("random", "medium", "expert")
 
 #: Default number of parallel vectorised envs per worker.
 DEFAULT_N_ENVS = 16
@@ -118,15 +131,21 @@ def _env_name(env_id: str) -> str:
 def dataset_id_for(env_id: str, quality: str) -> str:
     """Minari id of a dataset: ``tabb/<env>[-<shift>...]/<quality>-v0``.
 
+    The id is that of the canonical env id
+    (:func:`~tabb_torchrl.data.policies.canonical_env_id`): a default-level id
+    and its alias give the same dataset.
+
     Examples:
         >>> dataset_id_for("Hopper-v5", "medium")
         'tabb/Hopper/medium-v0'
         >>> dataset_id_for("tabb/Hopper-morph-v0", "medium-replay")
         'tabb/Hopper-morph/medium-replay-v0'
+        >>> dataset_id_for("tabb/Walker2d-friction-0.5-v0", "medium")
+        'tabb/Walker2d-friction/medium-v0'
     """
     if quality not in DATASET_QUALITIES:
         raise ValueError(f"quality must be one of {DATASET_QUALITIES}, got {quality!r}")
-    return f"tabb/{_env_name(env_id)}/{quality}-v0"
+    return f"tabb/{_env_name(canonical_env_id(env_id))}/{quality}-v0"
 
 
 def _datasets_root(dataset_root: str | os.PathLike | None) -> Path:
@@ -167,6 +186,19 @@ def _make_env(env_id: str):
 class Episode:
     """One episode: ``observations`` has one more row than the other arrays.
 
+    Attributes:
+        observations: ``[T + 1, obs_dim]`` float32, the observations at steps
+            ``0 .. T`` (the last one is the true final observation, never a
+            reset observation).
+        actions: ``[T, action_dim]`` float32, the actions taken.
+        rewards: ``[T]`` float32, the rewards received.
+        terminations: ``[T]`` bool, ``True`` at a terminal step (the env ended
+            the episode: falling, ...).
+        truncations: ``[T]`` bool, ``True`` at a truncated last step (the time
+            limit, or the end of collection).
+        complete: ``False`` when the episode was cut by the end of collection
+            (or by :meth:`cut`), not ended by the env or its time limit.
+
     Examples:
         >>> import numpy as np
         >>> ep = Episode(np.zeros((3, 2), np.float32), np.zeros((2, 1), np.float32),
@@ -180,7 +212,7 @@ class Episode:
     rewards: np.ndarray
     terminations: np.ndarray
     truncations: np.ndarray
-    complete: bool = True  #: False when cut by the end of collection, not by the env
+    complete: bool = True  # False when cut by the end of collection, not by the env
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -569,7 +601,14 @@ def _read_metadata(path: Path) -> dict[str, Any] | None:
 
 
 def _default_run_dir(env_id: str, seed: int = 0) -> Path:
+    """``behavior_runs/<env>_s<seed>``: an existing one of the env's spellings, else that of ``env_id``."""
+    from tabb_torchrl.data.policies import env_id_spellings
+
     base = Path(os.environ.get("TABB_BEHAVIOR_RUNS", "behavior_runs"))
+    for spelling in dict.fromkeys([env_id, *env_id_spellings(env_id)]):
+        d = base / f"{env_id_to_dirname(spelling)}_s{seed}"
+        if d.is_dir():
+            return d
     return base / f"{env_id_to_dirname(env_id)}_s{seed}"
 
 
@@ -589,6 +628,69 @@ def _max_episode_steps(env_id: str) -> int:
         return int((env.spec.max_episode_steps if env.spec is not None else None) or 1000)
     finally:
         env.close()
+
+
+#: Stored as ``xml_sha256`` for an env not built from an MJCF file (not a MuJoCo env).
+_NO_MJCF = "no-mjcf"
+
+
+def _xml_digest(env_id: str) -> str:
+    """SHA-256 (first 16 hex digits) of the MJCF an env is built from: its dynamics.
+
+    The file is the one the env loads (``env.unwrapped.fullpath``: the XML
+    generated by :func:`tabb_torchrl.envs.build_xml` for a shifted ``tabb/`` env,
+    gymnasium's asset for a source env), parsed with includes inlined; comments
+    and the asset folders of ``<compiler>`` (absolute, machine-dependent paths)
+    are left out, so the digest depends on the model only.  ``"no-mjcf"`` for an
+    env without an MJCF file.
+
+    Examples:
+        >>> _xml_digest("tabb/Hopper-morph-v0") != _xml_digest("Hopper-v5")
+        True
+        >>> _xml_digest("Pendulum-v1")
+        'no-mjcf'
+    """
+    path = _mjcf_path(env_id)
+    if not path or not os.path.isfile(path):
+        return _NO_MJCF
+    import xml.etree.ElementTree as ET
+
+    from tabb_torchrl.envs.mjcf import load_mjcf
+
+    root = load_mjcf(path)  # the default parser drops comments (the generated file's header)
+    for compiler in root.iter("compiler"):
+        for attr in ("meshdir", "texturedir", "assetdir"):
+            compiler.attrib.pop(attr, None)
+    return hashlib.sha256(ET.tostring(root, encoding="unicode").encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _mjcf_path(env_id: str) -> str | None:
+    """The MJCF file an env loads (made once per id and process: making a source
+    HalfCheetah prints MuJoCo's settotalmass warning each time)."""
+    env = _make_env(env_id)
+    try:
+        return getattr(env.unwrapped, "fullpath", None)
+    finally:
+        env.close()
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _dynamics(env_id: str) -> dict[str, str]:
+    """The cache-key fields that pin the simulated dynamics: MJCF digest, mujoco and gymnasium versions."""
+    return {
+        "xml_sha256": _xml_digest(env_id),
+        "mujoco_version": _package_version("mujoco"),
+        "gymnasium_version": _package_version("gymnasium"),
+    }
 
 
 def _effective_n_envs(env_id: str, size: int, n_envs: int, n_workers: int) -> int:
@@ -622,13 +724,23 @@ def _default_workers(size: int) -> int:
 
 def _plan(env_id: str, quality: str, size: int, seed: int, n_envs: int, n_workers: int | None,
           policy_root, run_dir) -> dict[str, Any]:
-    """Everything that determines the dataset's content (the cache key)."""
+    """Everything that determines the dataset's content (the cache key).
+
+    The request (canonical env id, quality, size, seed), the protocol version,
+    the policy checkpoint hash(es) (or the replay file and its hash), the
+    vectorisation, and the dynamics (:func:`_dynamics`: digest of the env's MJCF,
+    mujoco and gymnasium versions), so that a fixed shift spec or an upgrade
+    regenerates the dataset.  Every key is stored with a ``tabb_`` prefix in the
+    dataset's metadata; a cached dataset is reused only if all of them match.
+    """
+    env_id = canonical_env_id(env_id)
     plan: dict[str, Any] = {
         "env_id": env_id,
         "quality": quality,
         "size": int(size),
         "seed": int(seed),
         "collect_version": COLLECT_VERSION,
+        **_dynamics(env_id),
     }
     if quality == "medium-replay":
         rd = Path(run_dir) if run_dir is not None else _default_run_dir(env_id)
@@ -636,8 +748,9 @@ def _plan(env_id: str, quality: str, size: int, seed: int, n_envs: int, n_worker
         if not f.is_file():
             raise FileNotFoundError(
                 f"medium-replay data for {env_id!r} come from the SAC run that produced the medium policy: "
-                f"{f} is missing. Train it with `python recipes/train_behavior.py env={env_id}` "
-                "(it writes medium_replay.pt when it takes the medium snapshot) or pass run_dir=."
+                f"{f} is missing (replay buffers do not ship with the package: 10-240 MB). Make it with "
+                f"`python recipes/train_behavior.py env={env_id} stop_after_medium=true` (it writes "
+                f"{f} when it takes the medium snapshot), or pass run_dir= (--run-dir) for a run elsewhere."
             )
         plan["replay_file"] = str(f.resolve())
         plan["policy_sha256"] = checkpoint_hash(f)
@@ -697,12 +810,13 @@ def create_dataset(
         ...     p.name
         'random-v0'
     """
+    env_id = canonical_env_id(env_id)  # the level id of a default level is collected as its alias
     plan = _plan_override or _plan(env_id, quality, size, seed, n_envs, n_workers, policy_root, run_dir)
     t0 = time.perf_counter()
     desc = f"{dataset_id_for(env_id, quality)}"
     if quality == "medium-replay":
         rep = torch.load(plan["replay_file"], map_location="cpu", weights_only=False)
-        if rep.get("env_id") != env_id:
+        if canonical_env_id(str(rep.get("env_id"))) != env_id:
             raise ValueError(f"{plan['replay_file']} holds data of {rep.get('env_id')!r}, not {env_id!r}")
         episodes = _episodes_from_replay(rep["data"], size, seed)
         plan["replay_medium_step"] = int(rep["step"])
@@ -762,8 +876,10 @@ def get_or_create_dataset(
 
     A cached dataset is reused when its stored metadata match the request (env
     id, quality, size, seed, policy checkpoint hash, vectorisation, protocol
-    version); otherwise it is regenerated (atomically) and read back with
-    :func:`tabb_torchrl.data.load_minari_dataset`.
+    version, digest of the env's MJCF, mujoco and gymnasium versions); otherwise
+    it is regenerated (atomically) and read back with
+    :func:`tabb_torchrl.data.load_minari_dataset`.  A default-level id and its
+    alias give the same dataset (:func:`dataset_id_for`).
 
     Args:
         env_id: Env id.
@@ -789,6 +905,7 @@ def get_or_create_dataset(
     """
     from tabb_torchrl.data.datasets import load_minari_dataset
 
+    env_id = canonical_env_id(env_id)
     plan = _plan(env_id, quality, size, seed, n_envs, n_workers, policy_root, run_dir)
     path = dataset_path(env_id, quality, dataset_root)
     if not _cache_matches(_read_metadata(path), plan):
@@ -1040,6 +1157,14 @@ def _random_step_rate(env_id: str, n_steps: int, seed: int = 0) -> float:
     return n_steps / dt
 
 
+def _benchmark_quality_message(quality: str) -> str:
+    return (
+        f"--benchmark times rollout collection, with quality {', '.join(BENCHMARK_QUALITIES)}; not {quality!r} "
+        "(medium-replay rolls nothing out: it reads the SAC replay buffer; medium-expert is the medium then the "
+        "expert collection: benchmark those)"
+    )
+
+
 def benchmark(
     env_id: str,
     quality: str = "medium",
@@ -1055,11 +1180,20 @@ def benchmark(
     Both are measured in the same call (the machine may be shared: compare the
     ratio, and report the load average printed with it).
 
+    Raises:
+        ValueError: ``quality`` is not one of :data:`BENCHMARK_QUALITIES`
+            (``medium-replay`` rolls nothing out; time ``medium-expert`` as
+            ``medium`` and ``expert``).
+        PolicyNotFoundError: no shipped policy of that quality.
+
     Examples:
         >>> r = benchmark("Hopper-v5", "random", 400, n_envs=4, baseline_steps=400)
         >>> sorted(r)
         ['baseline_steps_per_s', 'collect_transitions_per_s', 'load_average_1min', 'ratio']
     """
+    if quality not in BENCHMARK_QUALITIES:
+        raise ValueError(_benchmark_quality_message(quality))
+    env_id = canonical_env_id(env_id)
     policy = None if quality == "random" else str(_policy_file(env_id, quality, policy_root))
     base = _random_step_rate(env_id, baseline_steps)
     t0 = time.perf_counter()
@@ -1095,6 +1229,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="merge the dataset's return statistics into this JSON file (e.g. "
                         "tabb_torchrl/assets/dataset_returns.json), atomically")
     args = p.parse_args(argv)
+    if args.benchmark and args.quality not in BENCHMARK_QUALITIES:
+        p.error(_benchmark_quality_message(args.quality))
     torch.set_num_threads(1)
     import gymnasium as gym
 
@@ -1109,12 +1245,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err} (source envs are gymnasium ids such as Hopper-v5; list the shifted ones with "
               "`python -m tabb_torchrl.envs`)", file=sys.stderr)
         return 2
+    args.env = canonical_env_id(args.env)  # a default level's id and its alias are one env (the alias)
     if args.size is None:
         args.size = default_size(args.env)
     if args.benchmark:
         workers = args.workers if args.workers is not None else _default_workers(args.size)
-        r = benchmark(args.env, args.quality, args.size, n_envs=args.n_envs, n_workers=workers,
-                      policy_root=args.policy_root)
+        try:
+            r = benchmark(args.env, args.quality, args.size, n_envs=args.n_envs, n_workers=workers,
+                          policy_root=args.policy_root)
+        except PolicyNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(
             f"{args.env} {args.quality}: collection {r['collect_transitions_per_s']:.0f} transitions/s "
             f"(n_envs={args.n_envs}, workers={workers}); plain random-action env.step "

@@ -133,6 +133,9 @@ def load_minari_dataset(
     data_path: str | os.PathLike | None = None,
     *,
     validate: bool = True,
+    env_id: str | None = None,
+    obs_dim: int | None = None,
+    act_dim: int | None = None,
 ) -> TensorDict:
     """Loads a Minari dataset into a transition TensorDict.
 
@@ -159,7 +162,15 @@ def load_minari_dataset(
 
     Keyword Args:
         validate (bool, optional): run :func:`validate_transitions` on the result.
+            A NaN / inf is reported by its episode id, step within the episode
+            and Minari key (``'observations'``, ``'actions'``, ``'rewards'``).
             Defaults to ``True``.
+        env_id (str, optional): the env the dataset is meant for. Its
+            observation / action sizes are checked against the dataset's (the env
+            is made once to read them, unless ``obs_dim`` and ``act_dim`` are
+            both given), also when ``validate=False``.
+        obs_dim (int, optional): the expected observation size.
+        act_dim (int, optional): the expected action size.
 
     Returns:
         TensorDict: transitions in the project schema (no ``"domain"`` column).
@@ -168,7 +179,8 @@ def load_minari_dataset(
         DatasetError: the dataset is not local and ``download=False`` (the message
             says to pass ``download=True``); the download failed; the files are
             unreadable; observations or actions are not flat boxes; the data
-            contain NaN / inf or no transitions.
+            contain NaN / inf or no transitions; the observation or action size
+            differs from ``env_id``'s (or ``obs_dim`` / ``act_dim``).
 
     Examples:
         >>> import tempfile, os
@@ -192,6 +204,7 @@ def load_minari_dataset(
         ) from err
 
     name = dataset_id if dataset_id is not None else str(data_path)
+    obs_dim, act_dim = _resolve_dims(env_id, obs_dim, act_dim)
     if data_path is not None:
         path = Path(data_path)
         if (path / "data").is_dir():
@@ -255,7 +268,7 @@ def load_minari_dataset(
             ) from err
 
     try:
-        td = _episodes_to_transitions(dataset.iterate_episodes(), name)
+        td, origin = _episodes_to_transitions(dataset.iterate_episodes(), name)
     except DatasetError:
         raise
     except (OSError, KeyError, RuntimeError) as err:
@@ -264,13 +277,12 @@ def load_minari_dataset(
             f"({type(err).__name__}: {err}). The files may be corrupt or truncated: "
             f"regenerate or re-download the dataset."
         ) from err
-    if validate:
-        validate_transitions(td, name=f"Minari dataset {name!r}")
-    return td
+    return _checked(td, f"Minari dataset {name!r}", validate, obs_dim, act_dim, env_id, origin)
 
 
-def _episodes_to_transitions(episodes: Iterable, name: str) -> TensorDict:
+def _episodes_to_transitions(episodes: Iterable, name: str) -> tuple[TensorDict, "_Origin"]:
     obs, next_obs, act, rew, term, trunc = [], [], [], [], [], []
+    episode_ids, steps_in_episode = [], []
     for episode in episodes:
         o, a = episode.observations, episode.actions
         if not isinstance(o, np.ndarray) or not isinstance(a, np.ndarray):
@@ -295,12 +307,14 @@ def _episodes_to_transitions(episodes: Iterable, name: str) -> TensorDict:
         rew.append(np.asarray(episode.rewards).reshape(steps))
         term.append(np.asarray(episode.terminations).reshape(steps))
         trunc.append(np.asarray(episode.truncations).reshape(steps))
+        episode_ids.append(np.full(steps, int(episode.id), dtype=np.int64))
+        steps_in_episode.append(np.arange(steps, dtype=np.int64))
     if not obs:
         raise DatasetError(
             f"Minari dataset {name!r} holds no transitions (no episode with a step): "
             f"regenerate it."
         )
-    return make_transitions(
+    td = make_transitions(
         np.concatenate(obs),
         np.concatenate(act),
         np.concatenate(next_obs),
@@ -308,6 +322,13 @@ def _episodes_to_transitions(episodes: Iterable, name: str) -> TensorDict:
         np.concatenate(term),
         np.concatenate(trunc),
     )
+    origin = _Origin(
+        {"observation": ("observations", 0), "action": ("actions", 0),
+         ("next", "observation"): ("observations", 1), ("next", "reward"): ("rewards", 0)},
+        np.concatenate(steps_in_episode),
+        np.concatenate(episode_ids),
+    )
+    return td, origin
 
 
 # --------------------------------------------------------------------------- HDF5
@@ -324,6 +345,9 @@ def load_d4rl_hdf5(
     *,
     max_episode_steps: int | None = None,
     validate: bool = True,
+    env_id: str | None = None,
+    obs_dim: int | None = None,
+    act_dim: int | None = None,
 ) -> TensorDict:
     """Loads a D4RL-style HDF5 file into a transition TensorDict.
 
@@ -349,16 +373,27 @@ def load_d4rl_hdf5(
     Keyword Args:
         max_episode_steps (int, optional): time limit used to infer time-outs when
             the file has neither ``timeouts`` nor ``next_observations``.
-        validate (bool, optional): run :func:`validate_transitions`. Defaults to
-            ``True``.
+        validate (bool, optional): run :func:`validate_transitions`. A NaN / inf is
+            reported by the file's key and its row in the file (not the row of the
+            returned TensorDict, which lacks the dropped rows). Defaults to ``True``.
+        env_id (str, optional): the env the dataset is meant for. Its
+            observation / action sizes are checked against the file's (the env is
+            made once to read them, unless ``obs_dim`` and ``act_dim`` are both
+            given), also when ``validate=False``.
+        obs_dim (int, optional): the expected observation size.
+        act_dim (int, optional): the expected action size.
 
     Returns:
         TensorDict: transitions in the project schema (float32 / bool).
 
     Raises:
         DatasetError: missing file; corrupt, truncated or empty file; missing keys
-            (the message lists the keys present); inconsistent lengths; NaN / inf;
-            no transitions.
+            (the message lists the keys present); a key that is not a numeric
+            array, or whose shape is wrong (``observations`` ``[N, obs_dim]``,
+            ``actions`` ``[N, act_dim]``, ``next_observations`` the shape of
+            ``observations``, ``rewards`` / ``terminals`` / ``timeouts`` ``[N]`` or
+            ``[N, 1]``); NaN / inf; no transitions; an observation or action size
+            that differs from ``env_id``'s (or ``obs_dim`` / ``act_dim``).
 
     Examples:
         >>> import os, tempfile, torch
@@ -370,6 +405,17 @@ def load_d4rl_hdf5(
         ...     back = load_d4rl_hdf5(os.path.join(d, "toy.hdf5"))
         >>> bool((back == td).all())
         True
+
+        A dataset of another env (Pendulum-v1: observation 3, action 1):
+
+        >>> from tabb_torchrl.data import DatasetError
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = write_d4rl_hdf5(td, os.path.join(d, "toy.hdf5"))
+        ...     try:
+        ...         load_d4rl_hdf5(p, env_id="Pendulum-v1")
+        ...     except DatasetError as err:
+        ...         print(str(err).replace(d, "<dir>"))
+        <dir>/toy.hdf5 does not fit env Pendulum-v1: action size 2 but the env has 1. The dataset was collected in another env: load the dataset collected in Pendulum-v1, or use the env it was collected in.
     """
     path = Path(path)
     if not path.is_file():
@@ -382,6 +428,7 @@ def load_d4rl_hdf5(
     except ImportError as err:  # pragma: no cover - h5py is a dependency
         raise DatasetError("Reading HDF5 datasets needs h5py: pip install h5py.") from err
 
+    obs_dim, act_dim = _resolve_dims(env_id, obs_dim, act_dim)
     required = ("observations", "actions", "rewards", "terminals")
     try:
         with h5py.File(path, "r") as f:
@@ -393,37 +440,35 @@ def load_d4rl_hdf5(
                     f"A D4RL-style file needs {list(required)}, optionally 'timeouts' "
                     f"and 'next_observations'."
                 )
-            arrays = {k: f[k][()] for k in (*required, "timeouts", "next_observations") if k in f}
+            keys = [k for k in (*required, "timeouts", "next_observations") if k in f]
+            _check_hdf5_layout(path, {k: f[k] for k in keys}, h5py.Dataset)
+            arrays = {k: f[k][()] for k in keys}
     except DatasetError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError) as err:
         raise _corrupt(path, err) from err
 
     n = len(arrays["observations"])
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise DatasetError(
-            f"{path}: the D4RL arrays have different lengths {lengths}. The file is "
-            f"truncated or malformed: regenerate or re-download it."
-        )
-    observations = arrays["observations"].reshape(n, -1) if n else arrays["observations"]
-    terminals = arrays["terminals"].reshape(-1).astype(bool)
+    observations = arrays["observations"]
+    terminals = arrays["terminals"].reshape(n).astype(bool)
     timeouts = arrays.get("timeouts")
-    timeouts = None if timeouts is None else timeouts.reshape(-1).astype(bool)
+    timeouts = None if timeouts is None else timeouts.reshape(n).astype(bool)
+    file_keys = {"observation": "observations", "action": "actions", ("next", "reward"): "rewards"}
 
     if "next_observations" in arrays:
-        return _maybe_validate(
-            make_transitions(
-                observations,
-                arrays["actions"],
-                arrays["next_observations"].reshape(observations.shape),
-                arrays["rewards"],
-                terminals,
-                timeouts,
-            ),
-            validate,
-            path,
+        td = make_transitions(
+            observations,
+            arrays["actions"],
+            arrays["next_observations"],
+            arrays["rewards"].reshape(n),
+            terminals,
+            timeouts,
         )
+        origin = _Origin(
+            {**{k: (v, 0) for k, v in file_keys.items()}, ("next", "observation"): ("next_observations", 0)},
+            np.arange(n),
+        )
+        return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin)
 
     if timeouts is None:
         timeouts = np.zeros(n, dtype=bool)
@@ -438,22 +483,62 @@ def load_d4rl_hdf5(
     keep = ~timeouts
     if n:
         keep[-1] = False  # no observation after the last row
-    rows = np.nonzero(keep)[0]
+    rows = np.nonzero(keep)[0]  # transition i comes from file row rows[i]
     td = make_transitions(
         observations[rows],
         arrays["actions"][rows],
         observations[rows + 1] if len(rows) else observations[:0],
-        arrays["rewards"].reshape(-1)[rows],
+        arrays["rewards"].reshape(n)[rows],
         terminals[rows],
         np.zeros(len(rows), dtype=bool),
     )
-    return _maybe_validate(td, validate, path)
+    # the next observation of file row r is the file's observations[r + 1]
+    origin = _Origin(
+        {**{k: (v, 0) for k, v in file_keys.items()}, ("next", "observation"): ("observations", 1)},
+        rows,
+    )
+    return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin)
 
 
-def _maybe_validate(td: TensorDict, validate: bool, path) -> TensorDict:
-    if validate:
-        validate_transitions(td, name=str(path))
-    return td
+def _check_hdf5_layout(path, datasets: dict, dataset_type) -> None:
+    """Checks the kind, dtype and shape of every D4RL key before anything is read."""
+    fix = (
+        "Fix: rewrite the file with that key in the expected shape (write_d4rl_hdf5 "
+        "writes valid files), or regenerate / re-download the dataset."
+    )
+    for key, ds in datasets.items():
+        if not isinstance(ds, dataset_type):
+            raise DatasetError(
+                f"{path}: key {key!r} is an HDF5 {type(ds).__name__}, expected an array "
+                f"(dataset). {fix}"
+            )
+        if ds.dtype.kind not in "biuf":
+            raise DatasetError(
+                f"{path}: key {key!r} has dtype {ds.dtype}, expected a numeric array (float, "
+                f"int or bool). {fix}"
+            )
+    obs_shape = tuple(datasets["observations"].shape)
+    if len(obs_shape) != 2:
+        raise DatasetError(
+            f"{path}: key 'observations' has shape {list(obs_shape)}, expected "
+            f"[N, obs_dim] (one flat observation per row). {fix}"
+        )
+    n = obs_shape[0]
+    for key, ds in datasets.items():
+        shape = tuple(ds.shape)
+        if key == "observations":
+            continue
+        if key == "next_observations":
+            ok, expected = shape == obs_shape, str(list(obs_shape))
+        elif key == "actions":
+            ok, expected = len(shape) == 2 and shape[0] == n, f"[{n}, act_dim]"
+        else:  # rewards, terminals, timeouts: one value per row
+            ok, expected = shape in ((n,), (n, 1)), f"[{n}] or [{n}, 1]"
+        if not ok:
+            raise DatasetError(
+                f"{path}: key {key!r} has shape {list(shape)}, expected {expected} "
+                f"('observations' has shape {list(obs_shape)}). {fix}"
+            )
 
 
 def write_d4rl_hdf5(
@@ -543,6 +628,87 @@ def _check_keys(td, name: str) -> None:
         )
 
 
+class _Origin:
+    """Where each transition row of a loaded dataset came from, to name it in messages.
+
+    Args:
+        keys: transition key -> ``(source key, step offset)``: the dataset's own key
+            (e.g. the file's ``"observations"``) and ``1`` where the value is the
+            source's next row (a next observation read from ``observations``).
+        rows: ``[N]`` source row (HDF5) or step within the episode (Minari) of each
+            transition.
+        episodes: ``[N]`` Minari episode id of each transition; ``None`` for a flat file.
+    """
+
+    def __init__(self, keys: dict, rows: np.ndarray, episodes: np.ndarray | None = None):
+        self.keys, self.rows, self.episodes = keys, np.asarray(rows), episodes
+
+    def locate(self, key, bad: np.ndarray) -> tuple[str, set]:
+        source_key, offset = self.keys[key]
+        steps = self.rows[bad] + offset
+        if self.episodes is None:
+            return source_key, {(int(r),) for r in steps}
+        return source_key, {(int(e), int(t)) for e, t in zip(self.episodes[bad], steps)}
+
+    def describe(self, source_key: str, locations: set) -> str:
+        first = min(locations)
+        if self.episodes is None:
+            return (f"key {source_key!r} holds NaN or inf in {len(locations)} row(s) of the "
+                    f"file, first at row {first[0]}")
+        return (f"{source_key!r} holds NaN or inf in {len(locations)} step(s), first at "
+                f"episode {first[0]}, step {first[1]}")
+
+
+def _space_size(space) -> int | None:
+    shape = getattr(space, "shape", None)
+    return int(np.prod(shape)) if shape else None
+
+
+def _resolve_dims(env_id: str | None, obs_dim: int | None, act_dim: int | None) -> tuple:
+    """``(obs_dim, act_dim)``, each taken from ``env_id``'s spaces when not given."""
+    if env_id is None or (obs_dim is not None and act_dim is not None):
+        return obs_dim, act_dim
+    from tabb_torchrl.envs import make_env  # gym.make, tabb/ ids registered
+
+    env = make_env(env_id)
+    try:
+        env_obs, env_act = _space_size(env.observation_space), _space_size(env.action_space)
+    finally:
+        env.close()
+    return (env_obs if obs_dim is None else obs_dim), (env_act if act_dim is None else act_dim)
+
+
+def _check_sizes(td, name: str, obs_dim, act_dim, env_id) -> None:
+    found_obs, found_act = td.get("observation").shape[-1], td.get("action").shape[-1]
+    wrong = [
+        f"{label} size {found} but the env has {expected}"
+        for label, found, expected in (("observation", found_obs, obs_dim), ("action", found_act, act_dim))
+        if expected is not None and found != expected
+    ]
+    if not wrong:
+        return
+    if env_id:
+        raise DatasetError(
+            f"{name} does not fit env {env_id}: {', '.join(wrong)}. The dataset was "
+            f"collected in another env: load the dataset collected in {env_id}, or use "
+            f"the env it was collected in."
+        )
+    raise DatasetError(
+        f"{name} does not fit the env: {', '.join(wrong)}. The dataset was collected in "
+        f"another env: load the dataset collected in this env, or pass the sizes of the "
+        f"env it was collected in (obs_dim= / act_dim=, or env_id=)."
+    )
+
+
+def _checked(td, name: str, validate: bool, obs_dim, act_dim, env_id, origin: _Origin) -> TensorDict:
+    """The loaders' last step: full validation, or the size check alone."""
+    if validate:
+        _validate(td, obs_dim, act_dim, name, env_id, origin)
+    elif td.shape[0]:
+        _check_sizes(td, name, obs_dim, act_dim, env_id)
+    return td
+
+
 def validate_transitions(
     td: TensorDictBase,
     obs_dim: int | None = None,
@@ -568,8 +734,9 @@ def validate_transitions(
             ``"dataset"``.
 
     Keyword Args:
-        env_id (str, optional): the env the dataset is meant for, named in the
-            size-mismatch message.
+        env_id (str, optional): the env the dataset is meant for: named in the
+            size-mismatch message, and made once to read ``obs_dim`` / ``act_dim``
+            from its spaces when they are not given.
 
     Returns:
         TensorDictBase: ``td`` itself, for chaining.
@@ -584,11 +751,16 @@ def validate_transitions(
         ...                       torch.zeros(5), [False] * 5)
         >>> _ = validate_transitions(td, obs_dim=11, act_dim=3)
         >>> try:
-        ...     validate_transitions(td, obs_dim=17, name="hopper-medium", env_id="HalfCheetah-v5")
+        ...     validate_transitions(td, name="hopper-medium", env_id="HalfCheetah-v5")
         ... except DatasetError as err:
-        ...     print(err)  # doctest: +ELLIPSIS
-        hopper-medium: observation size 11 but the env expects 17. Does this dataset belong to env HalfCheetah-v5? ...
+        ...     print(err)
+        hopper-medium does not fit env HalfCheetah-v5: observation size 11 but the env has 17, action size 3 but the env has 6. The dataset was collected in another env: load the dataset collected in HalfCheetah-v5, or use the env it was collected in.
     """
+    obs_dim, act_dim = _resolve_dims(env_id, obs_dim, act_dim)
+    return _validate(td, obs_dim, act_dim, name, env_id)
+
+
+def _validate(td, obs_dim, act_dim, name: str, env_id, origin: _Origin | None = None) -> TensorDictBase:
     _check_keys(td, name)
     n = td.shape[0]
     if n == 0:
@@ -621,17 +793,7 @@ def validate_transitions(
             f"{name}: observation size {found_obs} but next observation size "
             f"{td.get(('next', 'observation')).shape[-1]}: the dataset is malformed."
         )
-    env_hint = f"env {env_id}" if env_id else "this env"
-    for label, found, expected in (
-        ("observation", found_obs, obs_dim),
-        ("action", td.get("action").shape[-1], act_dim),
-    ):
-        if expected is not None and found != expected:
-            raise DatasetError(
-                f"{name}: {label} size {found} but the env expects {expected}. Does "
-                f"this dataset belong to {env_hint}? Load the dataset collected in "
-                f"that env (or make the env the dataset was collected in)."
-            )
+    _check_sizes(td, name, obs_dim, act_dim, env_id)
     done = td.get(("next", "done"))
     expected_done = td.get(("next", "terminated")) | td.get(("next", "truncated"))
     if not torch.equal(done, expected_done):
@@ -640,13 +802,25 @@ def validate_transitions(
             f"{name}: ('next', 'done') must equal terminated | truncated; row {bad} "
             f"differs. Rebuild the flags with make_transitions()."
         )
+    bad_sources: dict = {}  # source key -> bad locations, in the order the keys are checked
     for key in _FLOAT_KEYS:
         finite = torch.isfinite(td.get(key)).reshape(n, -1).all(-1)
-        if not bool(finite.all()):
-            bad_rows = (~finite).nonzero().reshape(-1)
+        if bool(finite.all()):
+            continue
+        bad_rows = (~finite).nonzero().reshape(-1)
+        if origin is None:
             raise DatasetError(
                 f"{name}: {_key_str(key)!r} holds NaN or inf in {bad_rows.numel()} "
                 f"row(s), first at row {bad_rows[0].item()}. Drop those rows "
                 f"(td[mask]) or regenerate the dataset."
             )
+        source_key, locations = origin.locate(key, bad_rows.cpu().numpy())
+        bad_sources.setdefault(source_key, set()).update(locations)
+    if bad_sources:
+        source_key, locations = next(iter(bad_sources.items()))
+        raise DatasetError(
+            f"{name}: {origin.describe(source_key, locations)}. Regenerate or "
+            f"re-download the dataset, or load it with validate=False and drop those "
+            f"rows (td[mask])."
+        )
     return td

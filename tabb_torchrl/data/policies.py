@@ -49,6 +49,8 @@ __all__ = [
     "load_policy_returns",
     "policy_from_checkpoint",
     "checkpoint_hash",
+    "canonical_env_id",
+    "env_id_spellings",
 ]
 
 #: Policy qualities a checkpoint can have (datasets ``medium-replay`` and
@@ -62,7 +64,20 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 class PolicyNotFoundError(FileNotFoundError):
-    """No shipped behaviour policy for an ``(env_id, quality)`` pair."""
+    """No shipped behaviour policy for an ``(env_id, quality)`` pair.
+
+    Raised by :func:`load_behavior_policy` (and the dataset collection that
+    needs a policy); the message lists the shipped ``(env, quality)`` pairs and
+    the commands that train and ship a missing one.  A subclass of
+    :class:`FileNotFoundError`, so ``except FileNotFoundError`` catches it too.
+
+    Examples:
+        >>> try:
+        ...     load_behavior_policy("tabb/Hopper-morph-v0", "expert", root="/no/such/folder")
+        ... except PolicyNotFoundError as err:
+        ...     print(isinstance(err, FileNotFoundError), str(err).splitlines()[0])
+        True No shipped behaviour policy for env 'tabb/Hopper-morph-v0' with quality 'expert'.
+    """
 
 
 class SquashedGaussianActor(nn.Module):
@@ -229,6 +244,57 @@ class BehaviorPolicy(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+def _level_to_alias() -> dict[str, str]:
+    """``{level id: alias id}`` of the catalogue's default levels (``{}`` without the catalogue)."""
+    try:
+        from tabb_torchrl.envs.spec import catalogue
+    except ImportError:  # pragma: no cover - the envs package ships with us
+        return {}
+    return {s.alias_of: s.env_id for s in catalogue().values() if s.alias_of is not None}
+
+
+def canonical_env_id(env_id: str) -> str:
+    """The one spelling under which the assets of an env are stored and looked up.
+
+    A shift with a ``default_level`` registers two ids for the same env: the
+    level id (``tabb/Walker2d-friction-0.5-v0``) and the alias without the level
+    (``tabb/Walker2d-friction-v0``, see ``ShiftSpec.alias_of``).  Behaviour
+    policies, ``"ours"`` reference returns, recorded dataset returns and Minari
+    dataset ids are keyed by the **alias**, the spelling the shipped assets
+    use; a default-level id is mapped to its alias, every other id (plain
+    gymnasium ids, ids without an alias, unknown ids) is returned unchanged.
+
+    Examples:
+        >>> canonical_env_id("tabb/Walker2d-friction-0.5-v0")
+        'tabb/Walker2d-friction-v0'
+        >>> canonical_env_id("tabb/Walker2d-friction-v0"), canonical_env_id("tabb/Walker2d-friction-2.0-v0")
+        ('tabb/Walker2d-friction-v0', 'tabb/Walker2d-friction-2.0-v0')
+        >>> canonical_env_id("Hopper-v5")
+        'Hopper-v5'
+    """
+    if not env_id.startswith("tabb/"):
+        return env_id
+    return _level_to_alias().get(env_id, env_id)
+
+
+def env_id_spellings(env_id: str) -> list[str]:
+    """Every id of the same env: :func:`canonical_env_id` first, then the other spelling(s).
+
+    Examples:
+        >>> env_id_spellings("tabb/Walker2d-friction-0.5-v0")
+        ['tabb/Walker2d-friction-v0', 'tabb/Walker2d-friction-0.5-v0']
+        >>> env_id_spellings("tabb/Hopper-morph-v0")
+        ['tabb/Hopper-morph-v0']
+    """
+    canonical = canonical_env_id(env_id)
+    out = [canonical]
+    if canonical.startswith("tabb/"):
+        out += sorted(level for level, alias in _level_to_alias().items() if alias == canonical)
+    if env_id not in out:
+        out.append(env_id)
+    return out
+
+
 def env_id_to_dirname(env_id: str) -> str:
     """Folder name of an env's policies: ``'/'`` replaced by ``'__'``.
 
@@ -255,18 +321,37 @@ def _policies_root(root: str | os.PathLike | None = None):
     return files("tabb_torchrl") / "assets" / "policies"
 
 
+def _env_dir(env_id: str, root: str | os.PathLike | None = None):
+    """Folder of an env's policies: that of :func:`canonical_env_id`, or an existing one of another spelling."""
+    base = _policies_root(root)
+    for spelling in env_id_spellings(env_id):
+        d = base / env_id_to_dirname(spelling)
+        if d.is_dir():
+            return d
+    return base / env_id_to_dirname(canonical_env_id(env_id))
+
+
 def policy_path(env_id: str, quality: str, root: str | os.PathLike | None = None):
     """Path of the checkpoint of ``(env_id, quality)`` (it may not exist).
+
+    Both spellings of a default-level env (``tabb/Walker2d-friction-0.5-v0`` and
+    its alias ``tabb/Walker2d-friction-v0``) give the folder of the canonical
+    one (:func:`canonical_env_id`).
 
     Examples:
         >>> str(policy_path("Hopper-v5", "medium", root="/x"))
         '/x/Hopper-v5/medium.pt'
+        >>> str(policy_path("tabb/Walker2d-friction-0.5-v0", "medium", root="/x"))
+        '/x/tabb__Walker2d-friction-v0/medium.pt'
     """
-    return _policies_root(root) / env_id_to_dirname(env_id) / f"{quality}.pt"
+    return _env_dir(env_id, root) / f"{quality}.pt"
 
 
 def list_behavior_policies(root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """The ``(env_id, quality)`` pairs that have a shipped checkpoint.
+
+    Env ids are canonical (:func:`canonical_env_id`): a policy stored under a
+    default-level id is listed under its alias.
 
     Args:
         root: Folder to look in (default: the package's ``assets/policies``).
@@ -283,9 +368,10 @@ def list_behavior_policies(root: str | os.PathLike | None = None) -> list[tuple[
     for env_dir in sorted(base.iterdir(), key=lambda p: p.name):
         if not env_dir.is_dir():
             continue
+        env_id = canonical_env_id(dirname_to_env_id(env_dir.name))
         for f in sorted(env_dir.iterdir(), key=lambda p: p.name):
-            if f.name.endswith(".pt"):
-                pairs.append((dirname_to_env_id(env_dir.name), f.name[: -len(".pt")]))
+            if f.name.endswith(".pt") and (env_id, f.name[: -len(".pt")]) not in pairs:
+                pairs.append((env_id, f.name[: -len(".pt")]))
     return pairs
 
 
@@ -416,7 +502,8 @@ def load_behavior_policy(
     """Load the shipped behaviour policy of ``env_id`` at a given quality.
 
     Args:
-        env_id: Gymnasium id (``"Hopper-v5"``, ``"tabb/Hopper-morph-v0"``, ...).
+        env_id: Gymnasium id (``"Hopper-v5"``, ``"tabb/Hopper-morph-v0"``, ...); a
+            default-level id and its alias give the same policy (:func:`canonical_env_id`).
         quality: ``"medium"`` or ``"expert"``.
         deterministic: Act with ``tanh(mean)`` instead of samples.
         seed: Seed of the policy's sampling generator.
@@ -441,8 +528,10 @@ def load_behavior_policy(
     if not path.is_file():
         available = list_behavior_policies(root)
         listing = "\n".join(f"  {e} / {q}" for e, q in available) or "  (none)"
+        canonical = canonical_env_id(env_id)
+        alias = f" (looked up as {canonical!r})" if canonical != env_id else ""
         raise PolicyNotFoundError(
-            f"No shipped behaviour policy for env {env_id!r} with quality {quality!r}.\n"
+            f"No shipped behaviour policy for env {env_id!r} with quality {quality!r}.{alias}\n"
             f"Available (env, quality) pairs:\n{listing}\n"
             "Train one with `python recipes/train_behavior.py env=<env id>`, then ship its snapshots "
             "with `python -m tabb_torchrl.data.policies ship behavior_runs/<run>` "
@@ -471,7 +560,7 @@ def load_policy_returns(env_id: str, root: str | os.PathLike | None = None) -> d
         >>> load_policy_returns("NoSuchEnv-v0")
         {}
     """
-    p = _policies_root(root) / env_id_to_dirname(env_id) / "returns.json"
+    p = _env_dir(env_id, root) / "returns.json"
     if not p.is_file():
         return {}
     return json.loads(p.read_text())
@@ -485,7 +574,8 @@ def ship_run_snapshots(
     """Copy the snapshots of a SAC run (``<run_dir>/<quality>.pt``) into the policy assets.
 
     Also updates ``returns.json`` next to them with each snapshot's evaluation
-    return, its standard deviation and the env steps of training.
+    return, its standard deviation and the env steps of training.  A run of a
+    default-level id is shipped under its alias (:func:`canonical_env_id`).
 
     Args:
         run_dir: A ``recipes/train_behavior.py`` run directory.
@@ -513,7 +603,7 @@ def ship_run_snapshots(
             continue
         with open(src, "rb") as fh:
             ck = torch.load(fh, map_location="cpu", weights_only=False)
-        env_dir = base / env_id_to_dirname(ck["env_id"])
+        env_dir = base / env_id_to_dirname(canonical_env_id(ck["env_id"]))
         env_dir.mkdir(parents=True, exist_ok=True)
         dst = env_dir / f"{q}.pt"
         shutil.copyfile(src, dst)

@@ -27,7 +27,9 @@ Two reference tables:
 
 * ``"ours"``: measured in our envs (random policy for ``R_min``, the best
   behaviour policy in each target env for ``R_max``), read from
-  ``tabb_torchrl/assets/references_ours.json``::
+  ``tabb_torchrl/assets/references_ours.json``, keyed by the canonical env id
+  (a default-level id and its alias, ``tabb/Walker2d-friction-0.5-v0`` and
+  ``tabb/Walker2d-friction-v0``, share the alias's entry)::
 
       {"tabb/Hopper-morph-v0": {"min": -20.1, "max": 3100.0,
                                  "min_source": "...", "max_source": "..."}, ...}
@@ -158,21 +160,16 @@ def _odrl(env_id: str) -> tuple[float, float]:
 
 
 def _canonical_ids(env_id: str) -> list[str]:
-    """``env_id`` and its spelling with the default friction level made explicit."""
-    ids = [env_id]
-    family, shift = _parse(env_id)
-    parts = shift.split("-")
-    if parts[0] == "friction":
-        try:
-            float(parts[-1])
-        except ValueError:
-            version = re.search(r"-v\d+$", env_id)
-            prefix = "tabb/" if env_id.startswith("tabb/") else ""
-            ids.append(
-                f"{prefix}{family}-{shift}-{_DEFAULT_FRICTION_LEVEL}"
-                f"{version.group(0) if version else ''}"
-            )
-    return ids
+    """The keys of ``env_id`` in the ``"ours"`` table, the canonical one first.
+
+    The table is keyed by :func:`~tabb_torchrl.data.policies.canonical_env_id`
+    (a default-level id such as ``tabb/Walker2d-friction-0.5-v0`` is stored
+    under its alias ``tabb/Walker2d-friction-v0``, as the behaviour policies);
+    the other spelling is tried after it, for tables written under it.
+    """
+    from tabb_torchrl.data.policies import env_id_spellings
+
+    return env_id_spellings(env_id)
 
 
 def _ours(env_id: str, path: Path) -> tuple[float, float]:

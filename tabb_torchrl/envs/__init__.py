@@ -15,6 +15,15 @@ Example:
     >>> env.close()
 
 Run ``python -m tabb_torchrl.envs`` to list the ids (``--markdown`` for a table).
+
+``gym.make`` answers an unknown ``tabb/`` id with gymnasium's ``NameNotFound``;
+:func:`make_env` (or :func:`get_shift`) raises :class:`UnknownEnvError`, which
+lists the valid ids or levels:
+
+    >>> make_env("tabb/Hopper-morph-extreme-v0")
+    Traceback (most recent call last):
+    ...
+    tabb_torchrl.envs.spec.UnknownEnvError: ...
 """
 
 from tabb_torchrl.envs.mjcf import MJCFEditError, apply_edits, bake_total_mass, load_mjcf

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tabb_torchrl.envs.spec import get_shift, list_env_ids
+import os
+
+from tabb_torchrl.envs.spec import get_shift, list_env_ids, list_families
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status (0).
+        The exit status: 0, or 2 for a filter that matches no id (the valid
+        envs, shifts and families are printed to stderr).
 
     Example:
         >>> main(["Hopper-kinematic-legjnt"])  # doctest: +NORMALIZE_WHITESPACE
@@ -30,7 +33,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (id, source env, change)")
     args = parser.parse_args(argv)
     ids = list_env_ids(args.family)
-    if args.markdown:
+    if not ids:
+        specs = [get_shift(i) for i in list_env_ids()]
+        families = list(list_families())
+        envs = sorted({s.env_name for s in specs})
+        shifts = sorted({s.shift for s in specs})
+        parser.error(
+            f"no env id matches {args.family!r}. Pass an env ({', '.join(envs)}), a shift "
+            f"({', '.join(shifts)}) or a family ({', '.join(families)}), or nothing to list all ids."
+        )
+    try:
+        _print(ids, args.markdown)
+    except BrokenPipeError:  # `python -m tabb_torchrl.envs | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _print(ids: list[str], markdown: bool) -> None:
+    if markdown:
         print("| id | source env | what it changes |")
         print("|---|---|---|")
         for env_id in ids:
@@ -43,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         width = max((len(i) for i in ids), default=0)
         for env_id in ids:
             print(f"{env_id:<{width}}  {get_shift(env_id).description}")
-    return 0
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -182,8 +182,24 @@ def _create_shifted_env(tabb_env_id: str, **kwargs: Any) -> gym.Env:
     ) else source.entry_point
     merged = {**source.kwargs, **kwargs}
     if spec.env_name.startswith(_ADROIT_PREFIX):
-        return _adroit_subclass(creator)(xml_file=path, **merged)
-    return creator(xml_file=path, **merged)
+        env = _adroit_subclass(creator)(xml_file=path, **merged)
+    else:
+        env = creator(xml_file=path, **merged)
+    return _record_base_xml(env, spec.base_xml, tabb_env_id)
+
+
+def _record_base_xml(env: gym.Env, base_xml: str, tabb_env_id: str | None) -> gym.Env:
+    """Record the base MJCF (``package:relative/path``) in ``env.unwrapped.metadata``.
+
+    SHIFTS.md: one base XML per env, recorded in the env's metadata and used by
+    source and target alike. The keys are ``"tabb_base_xml"`` and, for a target,
+    ``"tabb_env_id"``.
+    """
+    base = env.unwrapped
+    base.metadata = {**base.metadata, "tabb_base_xml": base_xml}
+    if tabb_env_id is not None:
+        base.metadata["tabb_env_id"] = tabb_env_id
+    return env
 
 
 def register_envs() -> list[str]:
@@ -226,11 +242,18 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     Raises:
         UnknownEnvError: a ``tabb/`` id that is not registered.
 
+    The base MJCF that source and target share is recorded in
+    ``env.unwrapped.metadata["tabb_base_xml"]`` (as ``package:path``).
+
     Example:
         >>> env = make_env("tabb/Hopper-morph-v0")
         >>> obs, _ = env.reset(seed=0)
         >>> obs.shape
         (11,)
+        >>> env.unwrapped.metadata["tabb_base_xml"]
+        'gymnasium:envs/mujoco/assets/hopper.xml'
+        >>> make_env("Hopper-v5").unwrapped.metadata["tabb_base_xml"]
+        'gymnasium:envs/mujoco/assets/hopper.xml'
         >>> env.close()
     """
     if env_id.startswith(NAMESPACE):
@@ -238,5 +261,18 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         register_envs()
     elif env_id.startswith(_ADROIT_PREFIX) and env_id not in gym.registry:
         _ensure_robotics()
-    return gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **kwargs)
+    base_xml = None if "xml_file" in kwargs else _source_base_xml(env_id)
+    return env if base_xml is None else _record_base_xml(env, base_xml, None)
+
+
+def _source_base_xml(env_id: str) -> str | None:
+    """The catalogue's base XML of a source id (``"Hopper-v5"``), ``None`` if not a source.
+
+    Only a source built with its default XML (no ``xml_file`` kwarg) gets one.
+    """
+    for spec in catalogue().values():
+        if spec.source_id == env_id:
+            return spec.base_xml
+    return None
 

@@ -149,13 +149,13 @@ def load_dataset(
                     f"Fix: ship / train that policy, or give a dataset with data.{name}.path=<Minari id or "
                     f".hdf5>, or use data.{name}.quality=random (as +preset=smoke does)."
                 ) from err
-        td = validate_transitions(td, obs_dim, action_dim, name)
+        td = validate_transitions(td, obs_dim, action_dim, f"{name} dataset", env_id=env_id)
     except DatasetError as err:
         where = f"data.{name}.path={path}" if path else f"data.{name}.quality={spec.get('quality')}"
         raise ConfigError(
-            f"The {name} dataset ({where}) does not fit env {env_id} "
+            f"The {name} dataset ({where}) cannot be used with env {env_id} "
             f"(obs {obs_dim}, action {action_dim}): {err} "
-            f"Fix: point data.{name}.path at a dataset of this env family, or pick another env."
+            f"Fix: point data.{name}.path at a valid dataset collected in {env_id}, or pick another env."
         ) from err
     return td
 
