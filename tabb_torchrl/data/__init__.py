@@ -10,11 +10,7 @@ Domain flags written in the ``"domain"`` column of every transition:
 * :data:`TARGET` (``1``): transitions from the target environment (a few thousand).
 """
 
-SOURCE: int = 0
-"""Value of the ``"domain"`` column for source-domain transitions."""
-
-TARGET: int = 1
-"""Value of the ``"domain"`` column for target-domain transitions."""
+from tabb_torchrl.keys import SOURCE, TARGET  # noqa: E402  (re-exported)
 
 from tabb_torchrl.data.sampler import (  # noqa: E402
     SourceTargetSampler,

@@ -29,8 +29,7 @@ from torchrl.data.replay_buffers.storages import Storage
 
 __all__ = ["SourceTargetSampler", "make_source_target_buffer", "split_by_domain"]
 
-_SOURCE = 0  # == tabb_torchrl.data.SOURCE (kept local to avoid an import cycle)
-_TARGET = 1  # == tabb_torchrl.data.TARGET
+from tabb_torchrl.keys import SOURCE as _SOURCE, TARGET as _TARGET  # noqa: E402
 
 
 class _DomainRows:

@@ -13,9 +13,12 @@ friendly) and work row-wise on ``[N]`` or ``[N, 1]`` tensors.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
+    "gaussian_log_prob",
     "bellman_target",
     "target_bellman_mismatch",
     "tbm_weights",
@@ -318,3 +321,29 @@ def weight_entropy(weights: torch.Tensor, mask: torch.Tensor | None = None) -> t
     p = w / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
     plogp = torch.where(p > 0, p * torch.log(p.clamp_min(torch.finfo(w.dtype).tiny)), torch.zeros_like(p))
     return -plogp.sum()
+
+
+def gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last dimension (the ``log pi(a|s)`` of Eq. 10).
+
+    ``sum_i [ -(x_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2 ]``, the density of
+    IQL's Gaussian actor (and, before the tanh correction, of SAC's).
+
+    Args:
+        x (torch.Tensor): points ``[..., d]``.
+        loc (torch.Tensor): means ``mu`` (broadcastable).
+        log_std (torch.Tensor): ``log sigma`` (broadcastable).
+
+    Returns:
+        torch.Tensor: ``[...]`` log-densities.
+
+    Examples:
+        >>> import torch
+        >>> from torch.distributions import Normal
+        >>> from tabb_torchrl.objectives.functional import gaussian_log_prob
+        >>> x, mu, ls = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.0, 0.5]]), torch.tensor([0.1, -0.2])
+        >>> ref = Normal(mu, ls.exp()).log_prob(x).sum(-1)
+        >>> torch.allclose(gaussian_log_prob(x, mu, ls), ref)
+        True
+    """
+    return (-((x - loc) ** 2) * torch.exp(-2 * log_std) / 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -13,7 +13,7 @@ from torchrl.objectives.common import LossModule
 from tabb_torchrl.modules import LatentModel
 from tabb_torchrl.objectives.functional import masked_mean
 
-from tabb_torchrl.data import TARGET  # domain flags: 0 = source, 1 = target
+from tabb_torchrl.keys import TARGET
 
 __all__ = ["LatentModelLoss", "effective_rank"]
 

@@ -21,7 +21,7 @@ from tabb_torchrl.objectives.functional import (
     weight_entropy,
 )
 
-from tabb_torchrl.data import SOURCE, TARGET  # domain flags: 0 = source, 1 = target
+from tabb_torchrl.keys import SOURCE, TARGET
 
 __all__ = ["TABBLoss"]
 
