@@ -26,8 +26,9 @@ What it does, in order:
    best held-out ``h`` kept);
 4. freezes ``f, g, h`` and caches the latents of every stored transition (the
    memory it takes is logged);
-5. trains the critic, value and actor (TBM weights, paper Eqs. 5 and 7, then the
-   TABB loss, Eqs. 8-10), evaluating the deterministic actor in the target env
+5. trains the critic, value and actor (the cross-domain method of ``algo.method``
+   edits the source rows -- TABB: TBM weights and target-aligned targets, paper
+   Eqs. 5 and 7 -- then the IQL-style losses, Eqs. 8-10), evaluating the deterministic actor in the target env
    every ``eval.every`` steps (``eval.episodes`` episodes, D4RL normalised score).
 
 What it prints: tqdm progress bars with ETA for data generation, pre-training and
@@ -73,7 +74,6 @@ from tabb_torchrl.pipeline import (
     format_summary_table,
     load_checkpoint,
     make_actor_scheduler,
-    make_anchor,
     make_datasets,
     make_latent_model,
     make_latent_model_loss,
@@ -81,7 +81,6 @@ from tabb_torchrl.pipeline import (
     make_loss,
     make_optimizers,
     make_rl_networks,
-    make_tbm_transform,
     plot_learning_curve,
     resolve_device,
     resolve_env_ids,
@@ -139,8 +138,6 @@ def run(cfg: DictConfig) -> dict | None:
     actor, qvalue, value = actor.to(device), qvalue.to(device), value.to(device)
     loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
     loss_module = loss_module.to(device)
-    anchor = make_anchor(cfg, value)
-    tbm = make_tbm_transform(cfg, latent_model, value if anchor is None else anchor[0])
     optimizers = make_optimizers(cfg, loss_module)
     scheduler = make_actor_scheduler(cfg, optimizers["actor"])
 
@@ -155,8 +152,7 @@ def run(cfg: DictConfig) -> dict | None:
     trainer = TABBTrainer(
         cfg, run_dir=run_dir, device=device, source=source, target=target,
         latent_model=latent_model, model_loss=model_loss, actor=actor, loss_module=loss_module,
-        target_updater=target_updater, optimizers=optimizers, scheduler=scheduler, tbm=tbm,
-        anchor=anchor, evaluator=evaluator, logger=logger, env_id=env_id, config_hash=cfg_hash,
+        target_updater=target_updater, optimizers=optimizers, scheduler=scheduler, evaluator=evaluator, logger=logger, env_id=env_id, config_hash=cfg_hash,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)

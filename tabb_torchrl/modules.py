@@ -673,8 +673,19 @@ def make_latent_value(
     return TensorDictModule(net, in_keys=[in_key], out_keys=[out_key])
 
 
-class _GaussianPolicyHead(nn.Module):
-    """IQL's Gaussian: ``loc = max_action * tanh(MLP(s))``, state-independent log-std."""
+class GaussianPolicyHead(nn.Module):
+    """IQL's Gaussian policy head: ``loc = max_action * tanh(MLP(s))``, state-independent log-std.
+
+    Built by :func:`make_actor`; the fast update reads its settings (``log_std_min``,
+    ``log_std_max``, ``max_action``, ``tanh_mean``) to evaluate the same density on flat tensors.
+
+    Examples:
+        >>> import torch
+        >>> head = GaussianPolicyHead(3, 2, (8,), "relu", 0.0, -5.0, 2.0, 1.0, True)
+        >>> loc, scale = head(torch.zeros(4, 3))
+        >>> loc.shape, bool((scale == 1).all())
+        (torch.Size([4, 2]), True)
+    """
 
     def __init__(self, obs_dim, action_dim, hidden_sizes, activation, log_std_init,
                  log_std_min, log_std_max, max_action, tanh_mean):
@@ -754,7 +765,7 @@ def make_actor(
     from torchrl.modules import ProbabilisticActor
     from torchrl.modules.distributions import IndependentNormal
 
-    head = _GaussianPolicyHead(
+    head = GaussianPolicyHead(
         obs_dim, action_dim, hidden_sizes, activation, log_std_init,
         log_std_min, log_std_max, max_action, tanh_mean,
     )

@@ -138,6 +138,15 @@ class SourceTargetSampler(Sampler):
         self._rows: tuple[int, _DomainRows, _DomainRows] | None = None
 
     @property
+    def generator(self) -> torch.Generator | None:
+        """The generator of the index draws (the one the replay buffer hands to its sampler).
+
+        Its ``get_state()`` / ``set_state()`` save and restore the batch sequence
+        (checkpoints); ``None`` means the global torch generator.
+        """
+        return self._rng
+
+    @property
     def batch_size(self) -> int:
         """Return ``n_source + n_target``, the only batch size this sampler draws."""
         return self.n_source + self.n_target
@@ -260,6 +269,41 @@ class SourceTargetSampler(Sampler):
                 f"batch_size={self.batch_size} and call rb.sample() without a size, "
                 f"or change n_source / n_target."
             )
+        src, tgt = self.sample_indices(storage)
+        index = torch.cat([src, tgt]) if src.numel() and tgt.numel() else (src if src.numel() else tgt)
+        device = getattr(storage, "device", None)
+        if isinstance(device, (str, torch.device)) and device != "auto":
+            index = index.to(device)
+        return index, {}
+
+    def sample_indices(self, storage: Storage) -> tuple[torch.Tensor, torch.Tensor]:
+        """Storage indices of one batch, split by domain: ``(source_rows, target_rows)``.
+
+        The draw of :meth:`sample` (which concatenates the two): ``n_source`` then
+        ``n_target`` uniform draws with replacement, from the generator the buffer
+        hands to its sampler. Fast update paths call it to gather rows themselves.
+
+        Args:
+            storage (Storage): the buffer's storage (``rb.storage``).
+
+        Returns:
+            tuple[torch.Tensor, torch.Tensor]: int64 indices on the generator's device
+            (empty for a count of ``0``).
+
+        Raises:
+            ValueError: a requested domain has no rows.
+            RuntimeError: the storage is empty.
+
+        Examples:
+            >>> import torch
+            >>> from tensordict import TensorDict
+            >>> from tabb_torchrl.data import make_source_target_buffer
+            >>> rb = make_source_target_buffer(TensorDict({"x": torch.zeros(6, 1)}, [6]),
+            ...     TensorDict({"x": torch.ones(2, 1)}, [2]), n_source=3, n_target=2, seed=0)
+            >>> src, tgt = rb.sampler.sample_indices(rb.storage)
+            >>> bool((src < 6).all()), bool((tgt >= 6).all()), tgt.shape
+            (True, True, torch.Size([2]))
+        """
         if len(storage) == 0:
             raise RuntimeError("Cannot sample from an empty storage.")
         source, target = self._domain_rows(storage)
@@ -271,6 +315,7 @@ class SourceTargetSampler(Sampler):
             (target, self.n_target, "target"),
         ):
             if count == 0:
+                parts.append(torch.empty(0, dtype=torch.long, device=gen_device))
                 continue
             if rows.count == 0:
                 other = "n_source=0" if name == "source" else "n_target=0"
@@ -285,11 +330,7 @@ class SourceTargetSampler(Sampler):
                 0, rows.count, (count,), generator=generator, device=gen_device
             )
             parts.append(rows.take(draw))
-        index = torch.cat(parts) if len(parts) > 1 else parts[0]
-        device = getattr(storage, "device", None)
-        if isinstance(device, (str, torch.device)) and device != "auto":
-            index = index.to(device)
-        return index, {}
+        return parts[0], parts[1]
 
     def add(self, index: int) -> None:
         self.invalidate()
@@ -469,6 +510,7 @@ def make_source_target_buffer(
     *,
     domain_key: str = "domain",
     pin_memory: bool = False,
+    columns: Callable[[TensorDictBase], Any] | None = None,
 ):
     """Builds one replay buffer over source and target transitions.
 
@@ -517,6 +559,12 @@ def make_source_target_buffer(
             host-to-GPU copy). Honoured only when CUDA is available; ignored with a
             warning otherwise (pinning raises on CPU-only builds). Defaults to
             ``False``.
+        columns (Callable, optional): called on the data to be stored, before it is
+            stored (with ``storage="tensor"`` the concatenated TensorDict that becomes the
+            storage, so columns added in place are stored without a copy; with
+            ``"memmap"`` each of the two parts), e.g.
+            ``lambda td: latent_model.cache_latents(td)`` to store per-row latents.
+            The caller's datasets are not modified. Defaults to ``None``.
 
     Returns:
         TensorDictReplayBuffer: with ``batch_size = n_source + n_target``, the
@@ -574,7 +622,10 @@ def make_source_target_buffer(
         # One copy of the data: the concatenation (or a clone of a single part) becomes
         # the storage itself (``TensorStorage`` uses it without copying it again).
         data_all = torch.cat(parts) if len(parts) == 2 else parts[0].clone()
-        store = TensorStorage(data_all.to(device), device=device)
+        data_all = data_all.to(device)
+        if columns is not None:
+            columns(data_all)
+        store = TensorStorage(data_all, device=device)
         prefilled = True
     elif storage == "memmap":
         store = LazyMemmapStorage(
@@ -604,6 +655,8 @@ def make_source_target_buffer(
     )
     if not prefilled:
         for data in parts:  # source rows first, then target rows
+            if columns is not None:
+                columns(data)
             rb.extend(data)
     for t in post_transforms:
         rb.append_transform(t)

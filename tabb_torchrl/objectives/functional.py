@@ -1,12 +1,21 @@
 """Plain-tensor functions of TABB, one per equation (Liu & Long, arXiv 2605.22376).
 
 * :func:`bellman_target` -- ``r + gamma (1 - d) V'`` (Eqs. 5 and 8).
-* :func:`target_bellman_mismatch` -- the TBM of Eq. 5.
+* :func:`target_aligned_backup` -- realised and target-aligned targets and their
+  mismatch, the TBM (Eq. 5); :func:`target_bellman_mismatch` returns the TBM alone.
 * :func:`tbm_weights` -- the transfer weights of Eq. 7.
-* :func:`huber_loss` -- the critic loss of Eq. 8.
-* :func:`expectile_loss` -- the value loss of Eq. 9.
+* :func:`huber_loss` / :func:`critic_loss` -- the (weighted) critic loss of Eq. 8.
+* :func:`expectile_loss` / :func:`value_loss` -- the expectile value loss of Eq. 9.
+* :func:`awr_actor_loss` -- the advantage-weighted actor loss of Eq. 10, with IQL's clip;
+  :func:`gaussian_log_prob` -- its ``log pi(a|s)``.
+* :func:`split_mean` -- how a loss over a cross-domain batch is reduced: the mean over
+  the target rows plus the weighted mean over the source rows (or one pooled mean).
 * :func:`effective_sample_size`, :func:`weight_entropy` -- weight diagnostics.
 
+Every path that trains TABB or a baseline (the composable
+:class:`~tabb_torchrl.objectives.CrossDomainIQLLoss`, the fast flat-tensor step
+:class:`~tabb_torchrl.objectives.FastCrossDomainUpdate`, the TBM transform)
+computes these equations by calling these functions; none has its own copy.
 All functions are free of Python branching on tensor values (``torch.compile``
 friendly) and work row-wise on ``[N]`` or ``[N, 1]`` tensors.
 """
@@ -14,11 +23,18 @@ friendly) and work row-wise on ``[N]`` or ``[N, 1]`` tensors.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 __all__ = [
+    "AlignedTargets",
+    "awr_actor_loss",
+    "critic_loss",
     "gaussian_log_prob",
+    "split_mean",
+    "target_aligned_backup",
+    "value_loss",
     "bellman_target",
     "target_bellman_mismatch",
     "tbm_weights",
@@ -107,6 +123,68 @@ def bellman_target(
     return reward + gamma * not_done * next_value
 
 
+class AlignedTargets(NamedTuple):
+    """The two Bellman targets of a source transition and their mismatch (Eq. 5)."""
+
+    realised: torch.Tensor
+    """``y_real = r + gamma (1 - d) V(f(s'))``."""
+    aligned: torch.Tensor
+    """``y_aligned = r_hat + gamma (1 - d_hat) V(z_hat')``."""
+    tbm: torch.Tensor
+    """``|y_real - y_aligned|``, the Target Bellman Mismatch."""
+
+
+def target_aligned_backup(
+    reward: torch.Tensor,
+    next_value: torch.Tensor,
+    reward_hat: torch.Tensor,
+    next_value_hat: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    *,
+    terminated_hat: torch.Tensor | None = None,
+) -> AlignedTargets:
+    """Realised and target-aligned Bellman targets and the TBM (Liu & Long, arXiv 2605.22376, Eq. 5).
+
+    ::
+
+        y_real    = r     + gamma (1 - d)     V(f(s'))
+        y_aligned = r_hat + gamma (1 - d_hat) V(z_hat')
+        TBM       = |y_real - y_aligned|
+
+    with ``d_hat = d`` unless a predicted termination is given (an option; the
+    paper's ``h`` has no termination head). ``y_aligned`` is also the critic's
+    target for source rows in Eq. 8.
+
+    Args:
+        reward (torch.Tensor): realised reward ``r``.
+        next_value (torch.Tensor): ``V(f(s'))``.
+        reward_hat (torch.Tensor): predicted reward ``r_hat``.
+        next_value_hat (torch.Tensor): ``V(z_hat')``.
+        terminated (torch.Tensor): the transition's own terminal flag ``d``.
+        gamma (float): discount.
+
+    Keyword Args:
+        terminated_hat (torch.Tensor, optional): predicted termination
+            probability for the aligned target. Defaults to ``None`` (use ``d``).
+
+    Returns:
+        AlignedTargets: ``(realised, aligned, tbm)``, each shaped like ``reward``.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import target_aligned_backup
+        >>> out = target_aligned_backup(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([0.5]),
+        ...                             torch.tensor([1.0]), torch.tensor([False]), gamma=0.5)
+        >>> out.realised, out.aligned, out.tbm
+        (tensor([2.]), tensor([1.]), tensor([1.]))
+    """
+    y_real = bellman_target(reward, next_value, terminated, gamma)
+    d_hat = terminated if terminated_hat is None else terminated_hat
+    y_aligned = bellman_target(reward_hat, next_value_hat, d_hat, gamma)
+    return AlignedTargets(y_real, y_aligned, (y_real - y_aligned).abs())
+
+
 def target_bellman_mismatch(
     reward: torch.Tensor,
     next_value: torch.Tensor,
@@ -117,11 +195,9 @@ def target_bellman_mismatch(
     *,
     terminated_hat: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Target Bellman Mismatch (Liu & Long, arXiv 2605.22376, Eq. 5).
+    """Target Bellman Mismatch (Liu & Long, arXiv 2605.22376, Eq. 5): the ``tbm`` of :func:`target_aligned_backup`.
 
-    ``TBM = |(r + gamma (1 - d) V(f(s'))) - (r_hat + gamma (1 - d_hat) V(z_hat'))|``
-    with ``d_hat = d`` unless a predicted termination is given (an option; the
-    paper's ``h`` has no termination head).
+    ``TBM = |(r + gamma (1 - d) V(f(s'))) - (r_hat + gamma (1 - d_hat) V(z_hat'))|``.
 
     Args:
         reward (torch.Tensor): realised reward ``r``.
@@ -146,10 +222,9 @@ def target_bellman_mismatch(
         ...                         torch.tensor([False]), gamma=0.5)
         tensor([1.])
     """
-    y_real = bellman_target(reward, next_value, terminated, gamma)
-    d_hat = terminated if terminated_hat is None else terminated_hat
-    y_aligned = bellman_target(reward_hat, next_value_hat, d_hat, gamma)
-    return (y_real - y_aligned).abs()
+    return target_aligned_backup(
+        reward, next_value, reward_hat, next_value_hat, terminated, gamma, terminated_hat=terminated_hat
+    ).tbm
 
 
 def tbm_weights(
@@ -271,6 +346,165 @@ def expectile_loss(diff: torch.Tensor, expectile: float = 0.7) -> torch.Tensor:
     """
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return weight * diff.pow(2)
+
+
+def split_mean(
+    per_row: torch.Tensor,
+    target_rows: torch.Tensor | None = None,
+    source_rows: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """How every loss of a cross-domain batch is reduced (arXiv 2605.22376, Eqs. 8-10).
+
+    ``mean_T[l] + mean_S[w l]``: the mean over the target rows plus the weighted
+    mean over the source rows, each over its own rows (so the source part keeps
+    its weight whatever the split). ``source_rows=None`` leaves the source term
+    out (the target-only value and actor losses of TABB); with both masks
+    ``None`` it is the plain mean over all rows (IQL on pooled data, the
+    ``-TBM`` ablation). Reduces the last dimension, so ``[K, N]`` ensemble
+    losses give ``[K]``.
+
+    Args:
+        per_row (torch.Tensor): per-row losses ``[..., N]``.
+        target_rows (torch.Tensor, optional): boolean ``[N]`` mask of target rows.
+        source_rows (torch.Tensor, optional): boolean ``[N]`` mask of the source rows
+            that count (a method's row filter removes rows from it).
+        weight (torch.Tensor, optional): ``[N]`` weights of the source rows (``1`` when ``None``).
+
+    Returns:
+        torch.Tensor: ``per_row`` reduced over its last dimension.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import split_mean
+        >>> loss = torch.tensor([1.0, 3.0, 10.0, 20.0])
+        >>> src, tgt = torch.tensor([True, True, False, False]), torch.tensor([False, False, True, True])
+        >>> split_mean(loss, tgt, src, torch.tensor([2.0, 0.0, 1.0, 1.0]))  # 15 + (2 + 0) / 2
+        tensor(16.)
+        >>> split_mean(loss, tgt), split_mean(loss)
+        (tensor(15.), tensor(8.5000))
+    """
+    if target_rows is None and source_rows is None:
+        return per_row.mean(-1)
+    out = masked_mean(per_row, target_rows.expand_as(per_row), dim=-1) if target_rows is not None else 0.0
+    if source_rows is not None:
+        weighted = per_row if weight is None else per_row * weight
+        out = out + masked_mean(weighted, source_rows.expand_as(per_row), dim=-1)
+    return out
+
+
+def critic_loss(
+    q: torch.Tensor,
+    target: torch.Tensor,
+    target_rows: torch.Tensor | None = None,
+    source_rows: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    *,
+    delta: float | None = 1.0,
+) -> torch.Tensor:
+    """The weighted critic loss of TABB (Liu & Long, arXiv 2605.22376, Eq. 8), averaged over the ensemble.
+
+    ``L_Q = mean_j( mean_T[ l(Q_j - y) ] + mean_S[ w l(Q_j - y_hat) ] )`` with ``l``
+    the Huber loss of threshold ``delta`` (``delta=None``: the squared error
+    ``u^2 / 2``) and ``target`` holding ``y`` on target rows and the source
+    rows' target (``y_hat`` for TABB). The reduction is :func:`split_mean`.
+
+    Args:
+        q (torch.Tensor): ``[K, N]`` critic outputs (or ``[N]``).
+        target (torch.Tensor): ``[N]`` Bellman targets (no gradient).
+        target_rows, source_rows, weight: see :func:`split_mean`.
+
+    Keyword Args:
+        delta (float or None): Huber threshold. Defaults to ``1.0`` **[reconstructed]**.
+
+    Returns:
+        torch.Tensor: scalar loss.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import critic_loss
+        >>> q = torch.tensor([[0.0, 0.0, 0.0]])
+        >>> y = torch.tensor([0.5, 3.0, 1.0])
+        >>> src, tgt = torch.tensor([True, True, False]), torch.tensor([False, False, True])
+        >>> critic_loss(q, y, tgt, src, torch.tensor([2.0, 0.0, 1.0]))  # 0.5 + (2 * 0.125 + 0) / 2
+        tensor(0.6250)
+    """
+    if delta is None:
+        per_row = 0.5 * (q - target) ** 2
+    else:
+        per_row = huber_loss(q, target.expand_as(q), delta)
+    return split_mean(per_row, target_rows, source_rows, weight).mean()
+
+
+def value_loss(
+    min_q_target: torch.Tensor,
+    value: torch.Tensor,
+    expectile: float = 0.7,
+    target_rows: torch.Tensor | None = None,
+    source_rows: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The expectile value loss (Liu & Long, arXiv 2605.22376, Eq. 9; IQL).
+
+    ``L_V = mean_T[ L2^kappa(min_j Q_targ_j(z_sa) - V(z_s)) ]`` (reduced by :func:`split_mean`:
+    TABB passes the target rows only).
+
+    Args:
+        min_q_target (torch.Tensor): ``[N]`` ``min_j Q_targ_j`` (no gradient).
+        value (torch.Tensor): ``[N]`` ``V(z_s)``.
+        expectile (float): ``kappa``. Defaults to ``0.7`` (IQL).
+        target_rows, source_rows, weight: see :func:`split_mean`.
+
+    Returns:
+        torch.Tensor: scalar loss.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import value_loss
+        >>> value_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.0]), 0.7)  # (0.7 * 4 + 0.3 * 4) / 2
+        tensor(2.)
+    """
+    return split_mean(expectile_loss(min_q_target - value, expectile), target_rows, source_rows, weight)
+
+
+def awr_actor_loss(
+    log_prob: torch.Tensor,
+    advantage: torch.Tensor,
+    *,
+    beta: float = 3.0,
+    max_weight: float = 100.0,
+    target_rows: torch.Tensor | None = None,
+    source_rows: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Advantage-weighted regression of the actor (Liu & Long, arXiv 2605.22376, Eq. 10; IQL).
+
+    ``L_pi = -mean_T[ min(exp(beta A), max_weight) log pi(a|s) ]`` with
+    ``A = min_j Q_targ_j(z_sa) - V(z_s)`` (no gradient) and IQL's clip of the
+    weight at ``max_weight``; reduced by :func:`split_mean` (the SrcActor
+    ablation adds the weighted source rows).
+
+    Args:
+        log_prob (torch.Tensor): ``[N]`` ``log pi(a|s)`` of the dataset actions.
+        advantage (torch.Tensor): ``[N]`` advantages (detached here).
+
+    Keyword Args:
+        beta (float): inverse temperature. Defaults to ``3.0`` (IQL).
+        max_weight (float): clip of ``exp(beta A)``. Defaults to ``100.0`` (IQL).
+        target_rows, source_rows, weight: see :func:`split_mean`.
+
+    Returns:
+        torch.Tensor: scalar loss.
+
+    Examples:
+        >>> import torch, math
+        >>> from tabb_torchrl.objectives.functional import awr_actor_loss
+        >>> lp = torch.tensor([-1.0, -2.0])
+        >>> awr_actor_loss(lp, torch.tensor([0.0, 10.0]), beta=1.0, max_weight=5.0)  # (1 * 1 + 5 * 2) / 2
+        tensor(5.5000)
+    """
+    adv_weight = torch.exp(beta * advantage.detach()).clamp_max(max_weight)
+    return split_mean(-adv_weight * log_prob, target_rows, source_rows, weight)
 
 
 def effective_sample_size(weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

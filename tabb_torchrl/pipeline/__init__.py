@@ -2,9 +2,13 @@
 
 * :mod:`~tabb_torchrl.pipeline.config` -- validation (:func:`validate_config`,
   :func:`validate_datasets`, :class:`ConfigError`), config hash, run names, devices;
-* :mod:`~tabb_torchrl.pipeline.factories` -- datasets, networks, losses, optimisers;
+* :mod:`~tabb_torchrl.pipeline.factories` -- datasets, networks, the cross-domain
+  method, losses, buffers, optimisers;
+* :mod:`~tabb_torchrl.pipeline.update` -- :func:`make_rl_update`: the RL step behind
+  one ``update() -> metrics`` interface (fast flat-tensor or composable path);
 * :mod:`~tabb_torchrl.pipeline.trainer` -- :class:`TABBTrainer` (pre-training,
   latent caching, RL phase, evaluation, exact checkpoint / resume);
+* :mod:`~tabb_torchrl.pipeline.runs` -- seeding, run directories, atomic checkpoints;
 * :mod:`~tabb_torchrl.pipeline.evaluation` -- :class:`PolicyEvaluator`, normalised scores;
 * :mod:`~tabb_torchrl.pipeline.summary` -- ``summary.json``, the table, the learning curve;
 * :mod:`~tabb_torchrl.pipeline.loggers` -- TorchRL loggers with resumable positions.
@@ -27,14 +31,15 @@ from tabb_torchrl.pipeline.factories import (
     latent_cache_bytes,
     load_dataset,
     make_actor_scheduler,
-    make_anchor,
     make_datasets,
     make_latent_model,
     make_latent_model_loss,
     make_loss,
+    make_method,
     make_optimizers,
+    make_pretrain_buffer,
+    make_rl_buffer,
     make_rl_networks,
-    make_tbm_transform,
     resolve_env_ids,
     reward_scale_factor,
     scale_rewards,
@@ -48,9 +53,7 @@ from tabb_torchrl.pipeline.summary import (
     plot_learning_curve,
     write_json_atomic,
 )
-from tabb_torchrl.pipeline.trainer import (
-    Progress,
-    TABBTrainer,
+from tabb_torchrl.pipeline.runs import (
     load_checkpoint,
     resolve_run_dir,
     save_checkpoint_atomic,
@@ -58,6 +61,8 @@ from tabb_torchrl.pipeline.trainer import (
     spawn_seeds,
     write_run_state,
 )
+from tabb_torchrl.pipeline.trainer import Progress, TABBTrainer
+from tabb_torchrl.pipeline.update import ModularUpdate, make_rl_update
 
 __all__ = [
     "ALGOS",
@@ -78,15 +83,18 @@ __all__ = [
     "load_dataset",
     "log_metrics",
     "make_actor_scheduler",
-    "make_anchor",
     "make_datasets",
     "make_latent_model",
     "make_latent_model_loss",
     "make_logger",
     "make_loss",
+    "make_method",
     "make_optimizers",
+    "make_pretrain_buffer",
+    "make_rl_buffer",
+    "make_rl_update",
+    "ModularUpdate",
     "make_rl_networks",
-    "make_tbm_transform",
     "normalized_scores",
     "plot_learning_curve",
     "resolve_device",

@@ -289,9 +289,17 @@ def validate_config(cfg: Any) -> None:
     except MissingReferenceError as err:
         raise ConfigError(
             f"eval.reference={reference!r} has no reference returns for env.id={env_id!r}: {err} "
-            "Fix: eval.reference=odrl, or compute ours with `python -m tabb_torchrl.data.compute_references`."
+            "Fix: eval.reference=odrl, or compute ours with `python -m tabb_torchrl.behavior.compute_references`."
         ) from err
-    for key in ("loss.tau", "loss.beta", "loss.huber_delta", "loss.gamma"):
+    from tabb_torchrl.methods import METHODS
+
+    method = _get(cfg, "algo.method")
+    _require(
+        method in METHODS,
+        f"algo.method={method!r} is not a registered cross-domain method; valid: {', '.join(sorted(METHODS))}. "
+        "Fix: set algo.method=<one of them> (or register yours with tabb_torchrl.methods.register_method).",
+    )
+    for key in ("loss.tau", "loss.beta", "loss.huber_delta", "loss.gamma", "loss.std_eps"):
         value = _get(cfg, key)
         _require(
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0,

@@ -28,13 +28,14 @@ __all__ = [
     "make_latent_model_loss",
     "make_rl_networks",
     "make_loss",
-    "make_tbm_transform",
+    "make_method",
+    "make_pretrain_buffer",
+    "make_rl_buffer",
     "make_optimizers",
     "make_actor_scheduler",
     "env_dims",
     "resolve_env_ids",
     "latent_cache_bytes",
-    "make_anchor",
 ]
 
 _LOG = get_console_logger()
@@ -135,9 +136,9 @@ def load_dataset(
                           name, path, size, td.shape[0], name)
                 td = td[:size]
         else:
-            from tabb_torchrl.data.collect import get_or_create_dataset
+            from tabb_torchrl.behavior.collect import get_or_create_dataset
 
-            from tabb_torchrl.data.policies import PolicyNotFoundError
+            from tabb_torchrl.behavior.policies import PolicyNotFoundError
 
             kwargs = {k: v for k, v in (("n_envs", collect_envs), ("n_workers", collect_workers)) if v is not None}
             try:
@@ -404,63 +405,129 @@ def make_rl_networks(cfg: Any, obs_dim: int, action_dim: int, latent_model):
     return actor, qvalue, value
 
 
-def make_loss(cfg: Any, actor, qvalue, value, latent_model):
-    """:class:`~tabb_torchrl.objectives.TABBLoss` and its target-network updater.
+def make_method(cfg: Any, value_network=None):
+    """The cross-domain method of ``algo.method`` (:mod:`tabb_torchrl.methods`), from ``cfg.loss``.
 
-    ``algo`` sets the flags: ``tabb`` (TBM, target-aligned source targets),
-    ``iql_mixed`` (``use_tbm=False``), ``iql_target`` (no source rows in the
-    batches), ``src_actor`` (``source_actor=True``).
+    ``tabb`` reads ``loss.tau``, ``loss.scaling``, ``loss.std_eps``, ``loss.anchor``
+    (``ema``: an EMA copy of ``value_network`` moved by ``loss.anchor_ema_tau``),
+    ``loss.use_predicted_termination`` and ``algo.source_actor``; ``iql`` (IQL on the
+    pooled rows) reads nothing. Other registered methods get ``cfg.algo.method_kwargs``.
+
+    Examples:
+        >>> make_method({"algo": {"method": "iql"}}).pooled
+        True
+    """
+    import copy
+
+    from tabb_torchrl.methods import make_method as build
+
+    name = str(_get(cfg, "algo.method"))
+    if name == "iql":
+        return build("iql")
+    if name == "tabb":
+        lc = _get(cfg, "loss")
+        anchor = None
+        if lc["anchor"] == "ema":
+            anchor = copy.deepcopy(value_network).requires_grad_(False)
+        return build(
+            "tabb",
+            temperature=float(lc["tau"]),
+            scaling=str(lc["scaling"]),
+            std_eps=float(lc["std_eps"]),
+            source_actor=bool(_get(cfg, "algo.source_actor")),
+            anchor=anchor,
+            value_network=value_network if anchor is not None else None,
+            anchor_tau=float(lc["anchor_ema_tau"]),
+            use_predicted_termination=bool(lc["use_predicted_termination"]),
+        )
+    kwargs = _get(cfg, "algo.method_kwargs") or {}
+    return build(name, **dict(kwargs))
+
+
+def make_loss(cfg: Any, actor, qvalue, value, latent_model):
+    """:class:`~tabb_torchrl.objectives.CrossDomainIQLLoss` with the method of ``algo.method``, and its
+    target-network updater.
+
+    ``algo`` sets the method: ``tabb`` (TBM weights, target-aligned source targets),
+    ``iql_mixed`` (IQL on the pooled rows), ``iql_target`` (no source rows in the
+    batches), ``src_actor`` (TABB with ``algo.source_actor=true``).
 
     Returns:
         ``(loss_module, target_updater)``; the updater is a TorchRL ``SoftUpdate``.
     """
     from torchrl.objectives import SoftUpdate
 
-    from tabb_torchrl.objectives import TABBLoss
+    from tabb_torchrl.objectives import CrossDomainIQLLoss
 
     lc = _get(cfg, "loss")
-    loss = TABBLoss(
+    loss = CrossDomainIQLLoss(
         actor,
         qvalue,
         value,
         latent_model,
+        method=make_method(cfg, value),
+        features="latent",
         num_qvalue_nets=int(lc["num_qvalue_nets"]),
         gamma=float(lc["gamma"]),
         expectile=float(lc["expectile"]),
         beta=float(lc["beta"]),
-        huber_delta=float(lc["huber_delta"]),
+        huber_delta=None if lc["huber_delta"] is None else float(lc["huber_delta"]),
         max_weight=float(lc["max_weight"]),
-        use_tbm=bool(_get(cfg, "algo.use_tbm")),
-        source_actor=bool(_get(cfg, "algo.source_actor")),
-        use_predicted_termination=bool(lc["use_predicted_termination"]),
     )
     updater = SoftUpdate(loss, tau=float(_get(cfg, "optim.target_update_tau")))
     return loss, updater
 
 
-def make_tbm_transform(cfg: Any, latent_model, value_network):
-    """The :class:`~tabb_torchrl.transforms.TargetBellmanMismatch` transform (``algo.use_tbm``).
+def make_pretrain_buffer(cfg: Any, source, target_train, *, seed: int, device):
+    """The stage-1 buffer: ``pretrain.n_source`` source + ``pretrain.n_target`` target rows per batch.
 
-    ``value_network`` is the anchor ``V_anc``: the loss's own value network
-    (``loss.anchor=value``) or an EMA copy of it (``loss.anchor=ema``).
+    Target-only runs (``source=None``) draw target rows only.
+    """
+    from tabb_torchrl.data import make_source_target_buffer
+
+    n_src = int(_get(cfg, "pretrain.n_source")) if source is not None else 0
+    return make_source_target_buffer(
+        source if n_src else None,
+        target_train,
+        n_source=n_src,
+        n_target=int(_get(cfg, "pretrain.n_target")),
+        storage=_get(cfg, "data.storage"),
+        scratch_dir=_get(cfg, "data.scratch_dir"),
+        seed=seed,
+        device=device,
+    )
+
+
+def make_rl_buffer(cfg: Any, source, target, latent_model, *, seed: int, device):
+    """The RL buffer (``data.n_source`` + ``data.n_target`` rows per batch), with the latents of every
+    stored row cached in its storage when ``pretrain.cache_latents`` (the latent model must be frozen).
 
     Returns:
-        the transform, or ``None`` when the algorithm uses no TBM weights.
+        ``(replay_buffer, latent_cache_bytes)``.
     """
-    if not _get(cfg, "algo.use_tbm"):
-        return None
-    from tabb_torchrl.transforms import TargetBellmanMismatch
+    from tabb_torchrl.data import make_source_target_buffer
 
-    lc = _get(cfg, "loss")
-    return TargetBellmanMismatch(
-        latent_model,
-        value_network,
-        gamma=float(lc["gamma"]),
-        temperature=float(lc["tau"]),
-        scaling=lc["scaling"],
-        std_eps=float(lc["std_eps"]),
-        use_predicted_termination=bool(lc["use_predicted_termination"]),
+    n_source, n_target = batch_split(cfg)
+    cache = bool(_get(cfg, "pretrain.cache_latents"))
+    bs = int(_get(cfg, "pretrain.cache_batch_size"))
+    nbytes = [0]
+
+    def cache_latents(td):
+        latent_model.cache_latents(td, batch_size=bs)
+        nbytes[0] += latent_cache_bytes(td, latent_model.out_keys)
+
+    rb = make_source_target_buffer(
+        source if n_source else None,
+        target,
+        n_source=n_source,
+        n_target=n_target,
+        storage=_get(cfg, "data.storage"),
+        scratch_dir=_get(cfg, "data.scratch_dir"),
+        seed=seed,
+        device=device,
+        columns=cache_latents if cache else None,
     )
+    return rb, nbytes[0]
 
 
 def make_optimizers(cfg: Any, loss_module) -> dict[str, torch.optim.Optimizer]:
@@ -499,27 +566,3 @@ def make_actor_scheduler(cfg: Any, actor_optimizer: torch.optim.Optimizer):
         return None
     steps = max(1, int(_get(cfg, "optim.steps")))
     return torch.optim.lr_scheduler.CosineAnnealingLR(actor_optimizer, T_max=steps)
-
-
-def make_anchor(cfg: Any, value_network):
-    """The TBM anchor when ``loss.anchor=ema``: ``(ema_copy, value_network)``, else ``None``.
-
-    With ``loss.anchor=value`` (default) the TBM transform reads the value
-    network itself (its parameters at the start of each step). With ``ema`` it
-    reads a slow copy moved by ``loss.anchor_ema_tau`` after every update.
-
-    Examples:
-        >>> from tabb_torchrl.modules import make_latent_value
-        >>> v = make_latent_value(4, hidden_sizes=(8,))
-        >>> make_anchor({"loss": {"anchor": "value"}}, v) is None
-        True
-        >>> ema, src = make_anchor({"loss": {"anchor": "ema"}}, v)
-        >>> src is v and ema is not v
-        True
-    """
-    import copy
-
-    if _get(cfg, "loss.anchor") != "ema":
-        return None
-    ema = copy.deepcopy(value_network).requires_grad_(False)
-    return ema, value_network

@@ -11,19 +11,14 @@ phases, counting one *global step* per gradient step over all of them:
    measured and the best ``h`` is kept (the stage-1 ``h`` included);
 3. latent caching -- ``f, g, h`` are frozen and the latents of every stored
    transition are computed once (``pretrain.cache_latents``);
-4. ``rl`` -- batches of ``data.n_source`` + ``data.n_target`` rows, Eqs. 5 and 7-10.
-   ``optim.update=fused`` (default): :class:`~tabb_torchrl.objectives.FusedTABBUpdate`
-   draws the row indices from the RL buffer's generator and runs the step on flat
-   tensors of the cached latents (its loss function compiled when
-   ``compile.enabled``); configurations it does not support fall back, with an
-   INFO line, to ``optim.update=modular``: ``rl_rb.sample()``, the TBM transform
-   and :class:`~tabb_torchrl.objectives.TABBLoss` in one ``update(batch)``
-   function (wrapped by ``torch.compile`` when ``compile.enabled``), the target
-   critics following with ``SoftUpdate``. Both train the parameters of the same
-   ``TABBLoss`` with the same three Adam optimisers, so checkpoints have one format.
+4. ``rl`` -- batches of ``data.n_source`` + ``data.n_target`` rows; each step is
+   ``update()`` of :func:`~tabb_torchrl.pipeline.make_rl_update` (``optim.update``:
+   the fast flat-tensor step or the composable TorchRL path, both through
+   :func:`~tabb_torchrl.objectives.cross_domain_losses` with the loss module's
+   cross-domain method), so checkpoints have one format.
 
 A checkpoint is written every ``checkpoint.every`` global steps and at each
-phase end (atomically: a temporary file, then ``os.replace``). It holds every
+phase end (atomically, :func:`~tabb_torchrl.pipeline.save_checkpoint_atomic`). It holds every
 network, target network, optimiser and scheduler, the sampler generators, the
 torch / numpy / python RNG states, the step counters, the evaluation history and
 the logger position, so that a resumed run ends with the same parameters and the
@@ -32,149 +27,30 @@ same summary numbers as an uninterrupted run (on CPU, same thread count).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tensordict import TensorDictBase
 from torchrl._utils import timeit
 
-from tabb_torchrl.pipeline.config import ConfigError, _get, batch_split, find_latest_run
+from tabb_torchrl.pipeline.config import ConfigError, _get
 from tabb_torchrl.pipeline.evaluation import normalized_scores
-from tabb_torchrl.pipeline.factories import latent_cache_bytes, split_holdout
+from tabb_torchrl.pipeline.factories import make_pretrain_buffer, make_rl_buffer, split_holdout
 from tabb_torchrl.pipeline.loggers import get_console_logger, log_metrics
+from tabb_torchrl.pipeline.runs import save_checkpoint_atomic, spawn_seeds
+from tabb_torchrl.pipeline.update import make_rl_update
 
-__all__ = [
-    "Progress",
-    "TABBTrainer",
-    "seed_everything",
-    "spawn_seeds",
-    "resolve_run_dir",
-    "save_checkpoint_atomic",
-    "load_checkpoint",
-]
+__all__ = ["Progress", "TABBTrainer"]
 
 _LOG = get_console_logger()
-CHECKPOINT_VERSION = 1
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy and torch (CPU and CUDA).
-
-    Examples:
-        >>> seed_everything(0); a = torch.rand(1)
-        >>> seed_everything(0); bool(torch.rand(1) == a)
-        True
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def spawn_seeds(seed: int, n: int) -> list[int]:
-    """``n`` independent 63-bit seeds derived from ``seed`` (numpy ``SeedSequence``).
-
-    Used for the generators of the pre-training buffer, the stage-2 sampler, the
-    hold-out split and the RL buffer, so that no stream depends on another.
-
-    Examples:
-        >>> spawn_seeds(0, 2) == spawn_seeds(0, 2), len(set(spawn_seeds(0, 3)))
-        (True, 3)
-    """
-    children = np.random.SeedSequence(int(seed)).spawn(int(n))
-    return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
-
-
-def save_checkpoint_atomic(state: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``<path>.tmp``, flush to disk, then ``os.replace`` onto ``path``.
-
-    A crash at any moment leaves either the previous checkpoint or the new one.
-
-    Examples:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
-        >>> save_checkpoint_atomic({"step": 3}, p)
-        >>> load_checkpoint(p)["step"]
-        3
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint_atomic` (on the CPU).
-
-    Examples:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
-        >>> save_checkpoint_atomic({"rng": np.random.get_state()}, p)
-        >>> sorted(load_checkpoint(p))
-        ['rng']
-    """
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def resolve_run_dir(cfg: Any, default_dir: str | os.PathLike, cfg_hash: str) -> tuple[Path, Path | None]:
-    """Where the run writes, and the checkpoint to resume from (or ``None``).
-
-    * ``resume=false``: ``run_dir`` (or ``default_dir``, hydra's output dir); a
-      folder that already holds a checkpoint is refused (pass ``resume=true``).
-    * ``resume=true``: the configured ``run_dir`` when set, else the latest run
-      directory under ``runs_root`` with the same config hash; a fresh run
-      starts when there is none (so job scripts can always pass ``resume=true``).
-    * ``resume=<path>``: that run directory or checkpoint file.
-
-    Examples:
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp()
-        >>> cfg = {"resume": False, "run_dir": None, "runs_root": d,
-        ...        "checkpoint": {"filename": "checkpoint.pt"}}
-        >>> run_dir, ckpt = resolve_run_dir(cfg, d, "abc")
-        >>> ckpt is None
-        True
-    """
-    resume = _get(cfg, "resume", False)
-    name = _get(cfg, "checkpoint.filename")
-    configured = _get(cfg, "run_dir")
-    if resume in (False, None, "false", "False"):
-        run_dir = Path(configured or default_dir)
-        if (run_dir / name).exists():
-            raise ConfigError(
-                f"run_dir={run_dir} already holds a checkpoint ({name}). "
-                "Fix: pass resume=true to continue it, or choose another run_dir."
-            )
-        return run_dir, None
-    if resume in (True, "true", "True"):
-        if configured:
-            run_dir = Path(configured)
-            ckpt = run_dir / name
-            return run_dir, (ckpt if ckpt.exists() else None)
-        found = find_latest_run(_get(cfg, "runs_root"), cfg_hash, name)
-        if found is None:
-            _LOG.info("resume=true: no earlier run of this config (hash %s) under %s; starting a new run.",
-                      cfg_hash, _get(cfg, "runs_root"))
-            return Path(default_dir), None
-        return found, found / name
-    path = Path(str(resume))
-    ckpt = path / name if path.is_dir() else path
-    if not ckpt.exists():
-        raise ConfigError(
-            f"resume={resume}: no checkpoint at {ckpt}. "
-            "Fix: pass a run directory holding a checkpoint, a checkpoint file, or resume=true."
-        )
-    return ckpt.parent, ckpt
+CHECKPOINT_VERSION = 2  # 2: the EMA anchor lives in the loss module (its method)
 
 
 @dataclass
@@ -214,13 +90,11 @@ class TABBTrainer:
         latent_model: the latent model ``(f, g, h)``.
         model_loss: its Eq. 6 loss (:class:`~tabb_torchrl.objectives.LatentModelLoss`).
         actor: the actor module (evaluated deterministically).
-        loss_module: :class:`~tabb_torchrl.objectives.TABBLoss`.
+        loss_module: :class:`~tabb_torchrl.objectives.CrossDomainIQLLoss` (its ``method``
+            edits the source rows; TABB's holds the EMA anchor when ``loss.anchor=ema``).
         target_updater: the ``SoftUpdate`` of the target critics.
         optimizers: ``{"qvalue", "value", "actor"}`` Adam optimisers.
         scheduler: the actor learning-rate scheduler or ``None``.
-        tbm: the TBM transform or ``None`` (``algo.use_tbm=false``).
-        anchor: ``(anchor_module, value_module)`` when ``loss.anchor=ema`` (EMA of
-            the value network used by the TBM transform), else ``None``.
         evaluator: a :class:`~tabb_torchrl.pipeline.PolicyEvaluator` in the target env.
         logger: a TorchRL logger or ``None``.
         env_id: the target env id (normalised score).
@@ -252,14 +126,12 @@ class TABBTrainer:
         target_updater,
         optimizers: dict[str, torch.optim.Optimizer],
         scheduler=None,
-        tbm=None,
-        anchor=None,
         evaluator=None,
         logger=None,
         env_id: str,
         config_hash: str,
     ):
-        from tabb_torchrl.data import TARGET, make_source_target_buffer
+        from tabb_torchrl.keys import TARGET
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -273,8 +145,6 @@ class TABBTrainer:
         self.target_updater = target_updater
         self.optimizers = optimizers
         self.scheduler = scheduler
-        self.tbm = tbm
-        self.anchor = anchor
         self.evaluator = evaluator
         self.logger = logger
         self.env_id = env_id
@@ -301,24 +171,13 @@ class TABBTrainer:
         tgt.set("domain", torch.full((target.shape[0],), TARGET, dtype=torch.int64))
         self.target_train = tgt[train_idx].to(device)
         self.target_holdout = tgt[hold_idx].to(device)
-        n_src_pre = int(_get(cfg, "pretrain.n_source")) if source is not None else 0
-        self.pretrain_rb = make_source_target_buffer(
-            source if n_src_pre else None,
-            self.target_train,
-            n_source=n_src_pre,
-            n_target=int(_get(cfg, "pretrain.n_target")),
-            storage=_get(cfg, "data.storage"),
-            scratch_dir=_get(cfg, "data.scratch_dir"),
-            seed=s_pre,
-            device=device,
-        )
+        self.pretrain_rb = make_pretrain_buffer(cfg, source, self.target_train, seed=s_pre, device=device)
         self.stage2_gen = torch.Generator().manual_seed(s_stage2)
         lr = float(_get(cfg, "pretrain.lr"))
         self.stage1_optimizer = torch.optim.Adam(self.latent_model.parameters(), lr=lr)
         self.stage2_optimizer = torch.optim.Adam(self.latent_model.predictor.parameters(), lr=lr)
         self.rl_rb = None
-        self._update_fn: Callable | None = None
-        self.fused_update = None  # FusedTABBUpdate when optim.update=fused (set by prepare_rl)
+        self.rl_update = None  # make_rl_update(...), set by prepare_rl
         self._update_intervals: list[float] = []  # seconds per RL update, per log interval
 
     # ------------------------------------------------------------------ helpers
@@ -452,141 +311,31 @@ class TABBTrainer:
 
     # ------------------------------------------------------------------ RL phase
     def prepare_rl(self) -> None:
-        """Freeze ``f, g, h``, cache the latents (optional) and build the RL buffer."""
-        from tabb_torchrl.data import make_source_target_buffer
-
+        """Freeze ``f, g, h``, build the RL buffer (caching the latents of every stored row) and the update."""
         self.latent_model.freeze()
-        n_source, n_target = batch_split(self.cfg)
-        source = self.source if n_source else None
-        target = self.target
-        cache = bool(_get(self.cfg, "pretrain.cache_latents"))
-        in_place = cache and _get(self.cfg, "data.storage") == "tensor"
-        keys = self.latent_model.out_keys
-        bs = int(_get(self.cfg, "pretrain.cache_batch_size"))
         t0 = time.time()
-        if cache and not in_place:  # memmap storage: cache first, the buffer copies to disk
-            nbytes = 0
-            for td in (source, target):
-                if td is None:
-                    continue
-                # cache on a shallow copy on the run device (the caller's data stays as given)
-                td_dev = td.to(self.device) if td.device != self.device else td.copy()
-                self.latent_model.cache_latents(td_dev, batch_size=bs)
-                nbytes += latent_cache_bytes(td_dev, keys)
-                if td is source:
-                    source = td_dev
-                else:
-                    target = td_dev
-        self.rl_rb = make_source_target_buffer(
-            source,
-            target,
-            n_source=n_source,
-            n_target=n_target,
-            storage=_get(self.cfg, "data.storage"),
-            scratch_dir=_get(self.cfg, "data.scratch_dir"),
-            seed=self._rl_seed,
-            device=self.device,
-        )
-        if in_place:
-            # tensor storage: the buffer holds one concatenated copy of the data
-            # (a TensorStorage over a TensorDict); the latents are written into it in
-            # place, so the cache is never copied (peak memory = data + cache).
-            stored = self.rl_rb._storage._storage
-            self.latent_model.cache_latents(stored, batch_size=bs)
-            nbytes = latent_cache_bytes(stored, keys)
-        if cache:
+        self.rl_rb, nbytes = make_rl_buffer(self.cfg, self.source, self.target, self.latent_model,
+                                            seed=self._rl_seed, device=self.device)
+        if nbytes:
             self.latent_cache_mb = nbytes / 2**20
             _LOG.info("cached latents of %d transitions in %.1f s: %.1f MiB",
                       len(self.rl_rb), time.time() - t0, self.latent_cache_mb)
             if self.logger is not None and self.progress.rl_step == 0:  # once per run (not on resume)
                 self.logger.log_scalar("rl/latent_cache_mib", self.latent_cache_mb, step=0)
-        self._update_fn = self._make_update()
-        compiled = bool(_get(self.cfg, "compile.enabled"))
-        mode = _get(self.cfg, "compile.mode")
-        if compiled:  # lazy: compiles on the first call, i.e. only when the modular update runs
-            self._update_fn = torch.compile(self._update_fn, mode=mode)
-        self.fused_update = self._make_fused_update(compiled, mode) if self.update_mode == "fused" else None
+        self.rl_update = make_rl_update(
+            self.update_mode, self.loss_module, self.rl_rb, self.optimizers, self.target_updater,
+            compile=bool(_get(self.cfg, "compile.enabled")), compile_mode=_get(self.cfg, "compile.mode"),
+        )
 
     @property
     def update_mode(self) -> str:
         """The configured RL update, ``optim.update``: ``"fused"`` (default) or ``"modular"``."""
-        mode = str(_get(self.cfg, "optim.update", "fused"))
-        if mode not in ("fused", "modular"):
-            raise ConfigError(f"optim.update must be 'fused' or 'modular', got {mode!r}.")
-        return mode
+        return str(_get(self.cfg, "optim.update", "fused"))
 
-    def _make_fused_update(self, compiled: bool, mode: str | None):
-        """The :class:`~tabb_torchrl.objectives.FusedTABBUpdate` of this run, or ``None`` (logged) when
-        the configuration is one it does not support (the modular update runs then)."""
-        from tabb_torchrl.objectives import FusedTABBUpdate
-
-        try:
-            return FusedTABBUpdate(
-                self.loss_module,
-                self.rl_rb,
-                self.optimizers,
-                polyak=float(_get(self.cfg, "optim.target_update_tau")),
-                temperature=float(_get(self.cfg, "loss.tau", 1.0)),
-                scaling=str(_get(self.cfg, "loss.scaling", "batch_std")),
-                std_eps=float(_get(self.cfg, "loss.std_eps", 1e-6)),
-                anchor=None if self.anchor is None else self.anchor[0],
-                anchor_tau=float(_get(self.cfg, "loss.anchor_ema_tau", 0.005)),
-                compile=compiled,
-                mode=mode,
-            )
-        except (NotImplementedError, ValueError) as err:
-            _LOG.info("optim.update=fused is not available for this configuration (%s); "
-                      "using the modular update.", err)
-            return None
-
-    def rl_step(self) -> tuple[Any, Callable[[], dict]]:
-        """Sample one RL batch and update (fused or modular path).
-
-        Returns:
-            ``(metrics, to_dict)``: the detached metrics and a function naming them.
-        """
-        fused = self.fused_update
-        if fused is not None:
-            with timeit("rl/sample"):
-                idx = fused.sample_indices()
-            with timeit("rl/update"):
-                out = fused.step(*idx)
-            return out, lambda: fused.metrics_dict(out)
-        with timeit("rl/sample"):
-            batch = self.rl_rb.sample()
+    def rl_step(self) -> dict[str, torch.Tensor]:
+        """One RL update (``self.rl_update()``); returns its detached metrics (tensors)."""
         with timeit("rl/update"):
-            loss_td = self._update_fn(batch)
-        return loss_td, lambda: dict(loss_td.items())
-
-    def _make_update(self) -> Callable[[TensorDictBase], TensorDictBase]:
-        loss_module = self.loss_module
-        optimizers = list(self.optimizers.values())
-        updater = self.target_updater
-        tbm = self.tbm
-        anchor_pair = self.anchor
-        anchor_tau = float(_get(self.cfg, "loss.anchor_ema_tau"))
-        if anchor_pair is not None:
-            anchor_params = [p for p in anchor_pair[0].parameters()]
-            value_params = [p for p in anchor_pair[1].parameters()]
-
-        def update(batch: TensorDictBase) -> TensorDictBase:
-            """One RL step: TBM weights, TABB loss, Adam steps, soft target update."""
-            if tbm is not None:
-                with torch.no_grad():
-                    batch = tbm(batch)
-            loss_td = loss_module(batch)
-            loss = loss_td["loss_qvalue"] + loss_td["loss_value"] + loss_td["loss_actor"]
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            updater.step()
-            if anchor_pair is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(anchor_params, [p.detach() for p in value_params], anchor_tau)
-            return loss_td.detach()
-
-        return update
+            return self.rl_update()
 
     def evaluate(self) -> dict:
         """Evaluate the actor in the target env and append to the history."""
@@ -616,14 +365,14 @@ class TABBTrainer:
         every = int(_get(self.cfg, "eval.every"))
         with self._pbar(total, self.progress.rl_step, "RL") as pbar:
             while self.progress.rl_step < total:
-                _, metrics_fn = self.rl_step()
+                out = self.rl_step()
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.progress.rl_step += 1
                 step = self.progress.rl_step
                 pbar.update(1)
                 if step % self.log_every == 0 or step == total:
-                    metrics = metrics_fn()
+                    metrics = {k: float(v) for k, v in out.items()}
                     metrics["lr_actor"] = self.optimizers["actor"].param_groups[0]["lr"]
                     self._log(metrics, step, "train")
                 if step % every == 0 or step == total:
@@ -671,7 +420,7 @@ class TABBTrainer:
         rng_state = getattr(self, "_pending_rl_rng", None)
         self.prepare_rl()
         if rng_state is not None:
-            self.rl_rb._rng.set_state(rng_state)
+            self.rl_rb.sampler.generator.set_state(rng_state)
             self._pending_rl_rng = None
 
     # ------------------------------------------------------------------ state
@@ -687,13 +436,12 @@ class TABBTrainer:
             "stage1_optimizer": self.stage1_optimizer.state_dict(),
             "stage2_optimizer": self.stage2_optimizer.state_dict(),
             "stage2_best": self.stage2_best,
-            "pretrain_rb_rng": self.pretrain_rb._rng.get_state(),
+            "pretrain_rb_rng": self.pretrain_rb.sampler.generator.get_state(),
             "stage2_rng": self.stage2_gen.get_state(),
-            "rl_rb_rng": None if self.rl_rb is None else self.rl_rb._rng.get_state(),
+            "rl_rb_rng": None if self.rl_rb is None else self.rl_rb.sampler.generator.get_state(),
             "loss_module": self.loss_module.state_dict(),
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "anchor": None if self.anchor is None else self.anchor[0].state_dict(),
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -709,6 +457,12 @@ class TABBTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (the logger is restored by the recipe)."""
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError(
+                f"The checkpoint has format version {state.get('version')}; this version of tabb-torchrl "
+                f"reads version {CHECKPOINT_VERSION}. Fix: start a new run (or resume it with the "
+                "tabb-torchrl version that wrote it)."
+            )
         saved_mode = state.get("rl_update", "modular")
         if saved_mode != self.update_mode:
             raise ConfigError(
@@ -728,15 +482,13 @@ class TABBTrainer:
         self.stage1_optimizer.load_state_dict(state["stage1_optimizer"])
         self.stage2_optimizer.load_state_dict(state["stage2_optimizer"])
         self.stage2_best = state["stage2_best"]
-        self.pretrain_rb._rng.set_state(state["pretrain_rb_rng"])
+        self.pretrain_rb.sampler.generator.set_state(state["pretrain_rb_rng"])
         self.stage2_gen.set_state(state["stage2_rng"])
         self.loss_module.load_state_dict(state["loss_module"])
         for k, v in state["optimizers"].items():
             self.optimizers[k].load_state_dict(v)
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        if self.anchor is not None and state["anchor"] is not None:
-            self.anchor[0].load_state_dict(state["anchor"])
         self._pending_rl_rng = state["rl_rb_rng"]
         rng = state["rng"]
         random.setstate(rng["python"])
@@ -764,14 +516,3 @@ class TABBTrainer:
         return 1.0 / float(np.median(self._update_intervals))
 
 
-def write_run_state(run_dir: Path, info: dict) -> None:
-    """Write ``run_state.json`` (the marker ``resume=true`` searches for)."""
-    from tabb_torchrl.pipeline.summary import write_json_atomic
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "run_state.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        old.update(info)
-        info = old
-    write_json_atomic(path, info)

@@ -1,0 +1,59 @@
+"""Cross-domain methods as plug-ins of one IQL-style core.
+
+A method is a :class:`CrossDomainMethod`: what it does to the source rows of a
+batch (weights, a row filter, corrected rewards, replaced Bellman targets), with
+optional pre-training and actor-regulariser hooks. Everything else (networks,
+losses of Eqs. 8-10, optimisation, the fast path, checkpoints) is shared; see
+the architecture page of the docs.
+
+* :class:`TABB` -- target-aligned targets and TBM weights (Liu & Long, arXiv 2605.22376).
+* :class:`PooledIQL` -- IQL on source ∪ target (``iql_mixed``; ``iql_target`` without source rows).
+
+:func:`make_method` builds one by registry name; :func:`register_method` adds yours.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tabb_torchrl.methods.base import CrossDomainMethod, SourceEdit, SourceRows
+from tabb_torchrl.methods.iql import PooledIQL
+from tabb_torchrl.methods.tabb import TABB
+
+__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "METHODS",
+           "make_method", "register_method"]
+
+METHODS: dict[str, Callable[..., CrossDomainMethod]] = {"tabb": TABB, "iql": PooledIQL}
+"""Registry name -> constructor of every cross-domain method (``algo.method`` of the recipe)."""
+
+
+def register_method(name: str, constructor: Callable[..., CrossDomainMethod]) -> None:
+    """Add a method to :data:`METHODS` (a name may be registered once).
+
+    Examples:
+        >>> from tabb_torchrl.methods import CrossDomainMethod, register_method, make_method
+        >>> class Mine(CrossDomainMethod):
+        ...     name = "mine_doctest"
+        >>> register_method("mine_doctest", Mine)
+        >>> type(make_method("mine_doctest")).__name__
+        'Mine'
+    """
+    if name in METHODS:
+        raise ValueError(f"A cross-domain method named {name!r} is already registered.")
+    METHODS[name] = constructor
+
+
+def make_method(name: str, **kwargs) -> CrossDomainMethod:
+    """Build the method registered as ``name`` with ``kwargs``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+
+    Examples:
+        >>> from tabb_torchrl.methods import make_method
+        >>> make_method("tabb", temperature=2.0).temperature
+        2.0
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown cross-domain method {name!r}; known: {sorted(METHODS)}. "
+                         "Fix: choose one of them (algo.method), or register yours with register_method().")
+    return METHODS[name](**kwargs)
