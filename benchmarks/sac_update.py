@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "recipes"))
 
 import train_behavior as tb  # noqa: E402
 
-from tabb_torchrl.objectives.sac import FusedSACUpdate  # noqa: E402
+from tabb_torchrl.behavior import FusedSACUpdate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,9 +48,10 @@ from torchrl.data import Bounded, LazyTensorStorage, ReplayBuffer
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
-from tabb_torchrl.data.policies import SquashedGaussianActor, save_behavior_policy
+from tabb_torchrl.behavior.policies import SquashedGaussianActor, save_behavior_policy
+from tabb_torchrl.behavior.sac import FusedSACUpdate
 from tabb_torchrl.data.references import medium_return_threshold
-from tabb_torchrl.objectives.sac import FusedSACUpdate
+from tabb_torchrl.io import atomic_write, write_text_atomic
 
 OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "__"), replace=True)
 
@@ -280,9 +281,8 @@ class SACTrainer:
             },
             "env": env_state(self.env, self.obs),
         }
-        tmp = self.run_dir / (CHECKPOINT + ".tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, self.run_dir / CHECKPOINT)
+        with atomic_write(self.run_dir / CHECKPOINT) as fh:
+            torch.save(ckpt, fh)
 
     def load_checkpoint(self) -> bool:
         path = self.run_dir / CHECKPOINT
@@ -432,19 +432,17 @@ class SACTrainer:
         elif self.plateau_step == self.step and (self.run_dir / "expert.pt").is_file():
             ck = torch.load(self.run_dir / "expert.pt", map_location="cpu", weights_only=False)
             ck["extra"].update(self._plateau_info())
-            torch.save(ck, self.run_dir / "expert.pt.tmp")
-            os.replace(self.run_dir / "expert.pt.tmp", self.run_dir / "expert.pt")
+            with atomic_write(self.run_dir / "expert.pt") as fh:
+                torch.save(ck, fh)
         if self.medium_step is None and mean >= self.medium_return:
             self.medium_step = self.step
             self._save_actor("medium.pt", "medium", mean, std)
-            tmp = self.run_dir / "medium_replay.pt.tmp"
-            torch.save({"env_id": self.cfg.env, "step": self.step, "data": self._replay_rows(len(self.rb))}, tmp)
-            os.replace(tmp, self.run_dir / "medium_replay.pt")
+            with atomic_write(self.run_dir / "medium_replay.pt") as fh:
+                torch.save({"env_id": self.cfg.env, "step": self.step, "data": self._replay_rows(len(self.rb))}, fh)
             tag += " [medium -> medium.pt, medium_replay.pt]"
-        (self.run_dir / "eval_history.json.tmp").write_text(json.dumps(
+        write_text_atomic(self.run_dir / "eval_history.json", json.dumps(
             {"env_id": self.cfg.env, "medium_return": self.medium_return, "medium_step": self.medium_step,
              "history": self.eval_history}, indent=1))
-        os.replace(self.run_dir / "eval_history.json.tmp", self.run_dir / "eval_history.json")
         self._log(f"[eval] step {self.step} return {mean:.1f} +- {std:.1f}{tag}")
         if self.cfg.stop_after_medium and self.medium_step is not None:
             return f"medium snapshot taken at step {self.medium_step} (stop_after_medium)"

@@ -153,7 +153,7 @@ def print_status(jobs: list[dict], runs_root: Path) -> None:
 
 def ship(jobs: list[dict], runs_root: Path, unplateaued: bool, root: str | None = None) -> list[Path]:
     """Ship the medium snapshots that exist and the expert snapshots of plateaued runs."""
-    from tabb_torchrl.data.policies import ship_run_snapshots
+    from tabb_torchrl.behavior.policies import ship_run_snapshots
 
     written = []
     for job in jobs:

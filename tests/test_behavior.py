@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tabb_torchrl.data.policies import (
+from tabb_torchrl.behavior.policies import (
     BehaviorPolicy,
     PolicyNotFoundError,
     SquashedGaussianActor,
@@ -197,7 +197,7 @@ def test_time_budget_pauses_with_checkpoint_and_resume_is_bit_exact(full_run, tm
 
 def test_shipped_policies_are_small_recorded_and_fit_their_env():
     """Every shipped checkpoint: < 1 MB, its returns.json entry matches the file, sizes match the env."""
-    from tabb_torchrl.data.policies import _policies_root, checkpoint_hash, env_id_to_dirname
+    from tabb_torchrl.behavior.policies import _policies_root, checkpoint_hash, env_id_to_dirname
     from tabb_torchrl.envs import make_env
 
     pairs = list_behavior_policies()
@@ -230,7 +230,7 @@ def test_policies_readme_tables_every_shipped_policy_with_its_return():
     """The table of assets/policies/README.md (shown in the docs) lists each shipped file's recorded return."""
     import re
 
-    from tabb_torchrl.data.policies import _policies_root
+    from tabb_torchrl.behavior.policies import _policies_root
 
     text = (_policies_root(None) / "README.md").read_text()
     rows = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tabb_torchrl.data.policies import list_behavior_policies, load_policy_returns
+from tabb_torchrl.behavior.policies import list_behavior_policies, load_policy_returns
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("train_behavior_all", REPO / "recipes" / "train_behavior_all.py")

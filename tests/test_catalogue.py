@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from tabb_torchrl.data import catalogue as K
-from tabb_torchrl.data import collect as C
-from tabb_torchrl.data.policies import (
+from tabb_torchrl.behavior import catalogue as K
+from tabb_torchrl.behavior import minari_writer as W
+from tabb_torchrl.behavior import stats as S
+from tabb_torchrl.behavior.policies import (
     SquashedGaussianActor,
     env_id_spellings,
     list_behavior_policies,
@@ -34,19 +35,19 @@ def rows():
 
 def test_rows_cover_every_env_id_and_quality(rows):
     targets = {(r.env_id, r.quality) for r in rows if r.role == "target"}
-    assert targets == set(itertools.product(list_env_ids(), C.DATASET_QUALITIES))
+    assert targets == set(itertools.product(list_env_ids(), W.DATASET_QUALITIES))
     assert len(list_env_ids()) == 108
     sources = K.source_env_ids()
     assert {"Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5", "AdroitHandPen-v1",
             "AdroitHandDoor-v1"} <= set(sources)
     assert {(r.env_id, r.quality) for r in rows if r.role == "source"} == set(
-        itertools.product(sources, C.DATASET_QUALITIES))
+        itertools.product(sources, W.DATASET_QUALITIES))
     assert len(rows) == (108 + len(sources)) * 5
     # a default level's id and its alias are one env: one dataset id for both rows
     aliases = [e for e in list_env_ids() if get_shift(e).alias_of is not None]
     assert len({r.dataset_id for r in rows}) == len(rows) - 5 * len(aliases) and aliases
     for r in rows:
-        assert r.dataset_id == C.dataset_id_for(r.env_id, r.quality)
+        assert r.dataset_id == W.dataset_id_for(r.env_id, r.quality)
         base = 1_000_000 if r.role == "source" else 5_000
         assert r.default_size == (2 * base if r.quality == "medium-expert" else base)
         assert r.available or (r.missing and r.commands)
@@ -124,7 +125,7 @@ def test_cli_filters(capsys):
     assert all(line.endswith("ready") for line in body)
     assert K.main(["--env", "Walker2d", "--role", "source", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [d["quality"] for d in data] == list(C.DATASET_QUALITIES)
+    assert [d["quality"] for d in data] == list(W.DATASET_QUALITIES)
     assert {d["env_id"] for d in data} == {"Walker2d-v5"}
 
 
@@ -154,10 +155,10 @@ def test_measured_returns_from_the_returns_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(K, "DATASET_RETURNS_PATH", path)
     assert K.load_dataset_returns() == {}
     assert K.build_catalogue(env="Hopper-v5", quality="medium")[0].measured is None
-    C.record_dataset_stats(path, {"dataset_id": "tabb/Hopper/medium-v0", "env_id": "Hopper-v5",
+    S.record_dataset_stats(path, {"dataset_id": "tabb/Hopper/medium-v0", "env_id": "Hopper-v5",
                                   "quality": "medium", "size": 1_000_000, "seed": 0, "episodes": 812,
                                   "return_mean": 1234.56, "return_std": 78.9})
-    C.record_dataset_stats(path, {"dataset_id": "tabb/Hopper-morph/random-v0", "size": 300, "episodes": 14,
+    S.record_dataset_stats(path, {"dataset_id": "tabb/Hopper-morph/random-v0", "size": 300, "episodes": 14,
                                   "return_mean": 20.0, "return_std": 3.0})
     row = K.build_catalogue(env="Hopper-v5", quality="medium")[0]
     assert row.measured_return == 1234.56 and row.measured["episodes"] == 812
@@ -189,7 +190,7 @@ def test_level_id_and_alias_rows_agree(tmp_path, monkeypatch):
     ship_run_snapshots(run, root=tmp_path / "pol")
     assert list_behavior_policies(tmp_path / "pol") == [(alias, "expert")]
     path = tmp_path / "returns.json"
-    C.record_dataset_stats(path, {"dataset_id": C.dataset_id_for(level, "expert"), "return_mean": 4000.0})
+    S.record_dataset_stats(path, {"dataset_id": W.dataset_id_for(level, "expert"), "return_mean": 4000.0})
     by = {r.env_id: r for r in K.build_catalogue(env="Walker2d-friction", quality="expert",
                                                  policy_root=tmp_path / "pol", returns_path=path)}
     for env_id in (level, alias):

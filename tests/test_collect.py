@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
 
-from tabb_torchrl.data import collect as C
-from tabb_torchrl.data.policies import PolicyNotFoundError, SquashedGaussianActor, save_behavior_policy
+from tabb_torchrl.behavior import collect as C
+from tabb_torchrl.behavior import episodes as E
+from tabb_torchrl.behavior import minari_writer as W
+from tabb_torchrl.behavior import stats as S
+from tabb_torchrl.behavior.policies import PolicyNotFoundError, SquashedGaussianActor, save_behavior_policy
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +55,7 @@ def test_exact_size_and_episode_continuity_hopper(minari_root):
 
 def test_timeouts_are_truncations_not_terminations(minari_root):
     # Pendulum never terminates and is cut at 200 steps by its TimeLimit
-    eps = C.collect_episodes("Pendulum-v1", None, 1000, n_envs=2, seed=0)
+    eps = E.collect_episodes("Pendulum-v1", None, 1000, n_envs=2, seed=0)
     assert sum(len(e) for e in eps) == 1000
     assert not any(e.terminations.any() for e in eps)
     complete = [e for e in eps if e.complete]
@@ -59,9 +66,9 @@ def test_timeouts_are_truncations_not_terminations(minari_root):
 
 
 def test_same_seed_same_data(minari_root, tmp_path):
-    a = C.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=7)
-    b = C.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=7)
-    c = C.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=8)
+    a = E.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=7)
+    b = E.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=7)
+    c = E.collect_episodes("Hopper-v5", None, 500, n_envs=4, seed=8)
     cat = lambda eps: np.concatenate([e.observations for e in eps])  # noqa: E731
     np.testing.assert_array_equal(cat(a), cat(b))
     assert cat(a).shape != cat(c).shape or not np.array_equal(cat(a), cat(c))
@@ -75,7 +82,7 @@ def test_policy_collection_seeded(minari_root, tmp_path):
     td1 = C.get_or_create_dataset("Pendulum-v1", "medium", 600, 3, tmp_path / "r1", **kw)
     td2 = C.get_or_create_dataset("Pendulum-v1", "medium", 600, 3, tmp_path / "r2", **kw)
     assert torch.equal(td1["action"], td2["action"]) and td1["action"].abs().max() <= 2
-    meta = C._read_metadata(C.dataset_path("Pendulum-v1", "medium", tmp_path / "r1"))
+    meta = W._read_metadata(W.dataset_path("Pendulum-v1", "medium", tmp_path / "r1"))
     assert meta["tabb_policy_sha256"] and meta["tabb_seed"] == 3 and len(meta["tabb_episode_returns"]) >= 3
     assert meta["dataset_id"] == "tabb/Pendulum/medium-v0"
 
@@ -83,7 +90,7 @@ def test_policy_collection_seeded(minari_root, tmp_path):
 def test_failed_write_leaves_nothing_loadable_then_regenerates(minari_root, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         C.create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False, _fail_after_episodes=0)
-    path = C.dataset_path("Hopper-v5", "random")
+    path = W.dataset_path("Hopper-v5", "random")
     assert not path.exists()
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".random")] == []
     import minari
@@ -96,22 +103,42 @@ def test_failed_write_leaves_nothing_loadable_then_regenerates(minari_root, monk
     assert td.batch_size[0] == 300 and path.is_dir()
 
 
+def test_failed_swap_keeps_the_old_dataset(minari_root, monkeypatch):
+    """Replacing a dataset: a failed rename of the new folder puts the old one back, no temporary folder left."""
+    C.create_dataset("Hopper-v5", "random", 200, 0, n_envs=2, show_progress=False)
+    path = W.dataset_path("Hopper-v5", "random")
+    before = W._read_metadata(path)["tabb_size"]
+    real = W.os.replace
+
+    def fail_on_new(src, dst):
+        if ".tmp-" in str(src):
+            raise OSError("rename failed")
+        return real(src, dst)
+
+    monkeypatch.setattr(W.os, "replace", fail_on_new)
+    with pytest.raises(OSError, match="rename failed"):
+        C.create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    monkeypatch.undo()
+    assert W._read_metadata(path)["tabb_size"] == before == 200
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
 def test_cache_reuse_and_invalidation(minari_root, monkeypatch):
     calls = []
     real = C.create_dataset
     monkeypatch.setattr(C, "create_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
     td1 = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
-    mtime = (C.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns
+    mtime = (W.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns
     td2 = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1
-    assert (C.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns == mtime
+    assert (W.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns == mtime
     assert torch.equal(td1["observation"], td2["observation"])
     td3 = C.get_or_create_dataset("Hopper-v5", "random", 400, 0, n_envs=2, show_progress=False)
     assert len(calls) == 2 and td3.batch_size[0] == 400
 
 
 def test_medium_replay_from_run_dir(minari_root, tmp_path):
-    eps = C.collect_episodes("Pendulum-v1", None, 700, n_envs=1, seed=0)
+    eps = E.collect_episodes("Pendulum-v1", None, 700, n_envs=1, seed=0)
     rows = TensorDict(
         {
             "observation": torch.as_tensor(np.concatenate([e.observations[:-1] for e in eps])),
@@ -141,7 +168,7 @@ def test_missing_policy_and_replay_errors(minari_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="medium_replay.pt"):
         C.get_or_create_dataset("Pendulum-v1", "medium-replay", 100, 0, run_dir=tmp_path, show_progress=False)
     with pytest.raises(ValueError, match="quality"):
-        C.dataset_id_for("Hopper-v5", "mediocre")
+        W.dataset_id_for("Hopper-v5", "mediocre")
 
 
 def test_cli_writes_and_reports_cache(minari_root, capsys):
@@ -156,7 +183,7 @@ def test_cli_default_size_is_5000_in_a_target_env(minari_root, capsys):
     assert C.default_size("Walker2d-v5") == C.SOURCE_SIZE == 1_000_000
     assert C.main(["--env", "tabb/Hopper-morph-v0", "--quality", "random"]) == 0
     assert "wrote 5000 transitions" in capsys.readouterr().out
-    meta = C._read_metadata(C.dataset_path("tabb/Hopper-morph-v0", "random"))
+    meta = W._read_metadata(W.dataset_path("tabb/Hopper-morph-v0", "random"))
     assert meta["total_steps"] == C.TARGET_SIZE == 5000
 
 
@@ -187,7 +214,7 @@ def test_cli_unknown_env_is_a_clear_error(minari_root, capsys, env_id, expect):
 
 
 def test_compute_references(tmp_path):
-    from tabb_torchrl.data import compute_references as R
+    from tabb_torchrl.behavior import compute_references as R
 
     save_behavior_policy(tmp_path / "pol" / "Pendulum-v1" / "medium.pt", SquashedGaussianActor(3, 1, (8,)),
                          env_id="Pendulum-v1", quality="medium", eval_return=-1.0, action_low=-2.0,
@@ -206,8 +233,8 @@ def test_compute_references(tmp_path):
 
 
 def test_two_workers_exact_and_reproducible(minari_root):
-    a = C._collect_parallel("Pendulum-v1", None, 1001, n_envs=2, n_workers=2, seed=0, show_progress=False)
-    b = C._collect_parallel("Pendulum-v1", None, 1001, n_envs=2, n_workers=2, seed=0, show_progress=False)
+    a = E._collect_parallel("Pendulum-v1", None, 1001, n_envs=2, n_workers=2, seed=0, show_progress=False)
+    b = E._collect_parallel("Pendulum-v1", None, 1001, n_envs=2, n_workers=2, seed=0, show_progress=False)
     assert sum(len(e) for e in a) == 1001
     np.testing.assert_array_equal(np.concatenate([e.actions for e in a]), np.concatenate([e.actions for e in b]))
 
@@ -221,7 +248,7 @@ def test_small_sets_use_one_env_per_full_episode():
 
 def test_relative_dataset_root_is_resolved(tmp_path, monkeypatch):
     """A relative ``dataset_root`` works (it used to be joined twice onto minari's paths)."""
-    from tabb_torchrl.data.collect import get_or_create_dataset
+    from tabb_torchrl.behavior.collect import get_or_create_dataset
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "unused"))
@@ -235,13 +262,13 @@ def test_relative_dataset_root_is_resolved(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-def _made_up_episodes() -> list[C.Episode]:
+def _made_up_episodes() -> list[E.Episode]:
     """A: terminated, return 6; B: time-limit truncation (2 steps), return 1; C: cut by the end, return 4."""
 
     def ep(rewards, terminal, complete=True):
         n = len(rewards)
         last = np.arange(n) == n - 1
-        return C.Episode(np.zeros((n + 1, 2), np.float32), np.zeros((n, 1), np.float32),
+        return E.Episode(np.zeros((n + 1, 2), np.float32), np.zeros((n, 1), np.float32),
                          np.asarray(rewards, np.float32), last & terminal, last & (not terminal), complete)
 
     return [ep([1.0, 2.0, 3.0], True), ep([0.5, 0.5], False), ep([4.0], False, complete=False)]
@@ -254,7 +281,7 @@ HAND = {  # complete episodes: returns 6 and 1, lengths 3 and 2
 
 
 def test_dataset_stats_by_hand():
-    assert C.dataset_stats(_made_up_episodes()) == HAND
+    assert S.dataset_stats(_made_up_episodes()) == HAND
     # the same data as transitions: truncations shorter than the time limit were cuts
     eps = _made_up_episodes()
     td = TensorDict({"next": {
@@ -262,16 +289,16 @@ def test_dataset_stats_by_hand():
         "terminated": torch.tensor(np.concatenate([e.terminations for e in eps]))[:, None],
         "truncated": torch.tensor(np.concatenate([e.truncations for e in eps]))[:, None],
     }}, batch_size=[6])
-    assert C.dataset_stats(td, max_episode_steps=2) == HAND
-    no_limit = C.dataset_stats(td)  # every truncation counts as an episode end
+    assert S.dataset_stats(td, max_episode_steps=2) == HAND
+    no_limit = S.dataset_stats(td)  # every truncation counts as an episode end
     assert no_limit["episodes"] == 3 and no_limit["cut_episodes"] == 0 and no_limit["return_max"] == 6.0
     # a last episode without a done flag is a cut
     td["next", "truncated"][-1] = False
-    assert C.dataset_stats(td)["cut_episodes"] == 1
-    empty = C.dataset_stats([_made_up_episodes()[2]])
+    assert S.dataset_stats(td)["cut_episodes"] == 1
+    empty = S.dataset_stats([_made_up_episodes()[2]])
     assert empty["episodes"] == 0 and empty["return_mean"] is None and empty["transitions"] == 1
     with pytest.raises(TypeError, match="Episode"):
-        C.dataset_stats([1, 2])
+        S.dataset_stats([1, 2])
 
 
 def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monkeypatch):
@@ -288,7 +315,7 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
     assert rec["date"].count("-") == 2 and rec["transitions"] == 300
     assert str(tmp_path) not in out.read_text() and "collect_seconds" not in rec  # machine-independent only
     # the statistics by hand from the written dataset (Hopper random episodes end by termination)
-    td = load_minari_dataset(None, data_path=C.dataset_path("Hopper-v5", "random", root))
+    td = load_minari_dataset(None, data_path=W.dataset_path("Hopper-v5", "random", root))
     rets, lens, ends_done = [], [], []
     for sl in _episodes(td):
         rets.append(float(td["next", "reward"][sl].double().sum()))
@@ -303,7 +330,7 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
     assert C.main(["--env", "tabb/Hopper-morph-v0", "--quality", "random", "--size", "300", "--seed", "1",
                    "--dataset-root", str(root), "--record", str(out)]) == 0
     both = json.loads(out.read_text())
-    assert both["format_version"] == C.RETURNS_FILE_FORMAT
+    assert both["format_version"] == S.RETURNS_FILE_FORMAT
     assert sorted(both["datasets"]) == ["tabb/Hopper-morph/random-v0", "tabb/Hopper/random-v0"]
     assert both["datasets"]["tabb/Hopper/random-v0"] == rec
     assert both["datasets"]["tabb/Hopper-morph/random-v0"]["seed"] == 1
@@ -317,15 +344,15 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
     def fail(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(C.os, "replace", fail)
+    monkeypatch.setattr(S.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        C.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0", "return_mean": 0.0})
+        S.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0", "return_mean": 0.0})
     monkeypatch.undo()
     assert out.read_text() == before and [p.name for p in out.parent.iterdir()] == ["dataset_returns.json"]
     # a corrupt file is reported, never overwritten
     out.write_text("{oops")
     with pytest.raises(ValueError, match="dataset-returns"):
-        C.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0"})
+        S.record_dataset_stats(out, {"dataset_id": "tabb/X/random-v0"})
     assert out.read_text() == "{oops"
 
 
@@ -337,7 +364,7 @@ LEVEL, ALIAS = "tabb/Walker2d-friction-0.5-v0", "tabb/Walker2d-friction-v0"
 
 
 def test_level_id_and_alias_are_one_env(minari_root, monkeypatch):
-    from tabb_torchrl.data.policies import canonical_env_id, load_behavior_policy, load_policy_returns, policy_path
+    from tabb_torchrl.behavior.policies import canonical_env_id, load_behavior_policy, load_policy_returns, policy_path
     from tabb_torchrl.envs import get_shift
 
     assert get_shift(ALIAS).alias_of == LEVEL
@@ -348,8 +375,8 @@ def test_level_id_and_alias_are_one_env(minari_root, monkeypatch):
     assert by_level.metadata["sha256"] == by_alias.metadata["sha256"]
     assert load_policy_returns(LEVEL) == load_policy_returns(ALIAS) != {}
     # one Minari id, one cache key, one dataset
-    assert C.dataset_id_for(LEVEL, "medium") == C.dataset_id_for(ALIAS, "medium") == "tabb/Walker2d-friction/medium-v0"
-    assert C.dataset_path(LEVEL, "random") == C.dataset_path(ALIAS, "random")
+    assert W.dataset_id_for(LEVEL, "medium") == W.dataset_id_for(ALIAS, "medium") == "tabb/Walker2d-friction/medium-v0"
+    assert W.dataset_path(LEVEL, "random") == W.dataset_path(ALIAS, "random")
     assert C._plan(LEVEL, "medium", 5000, 0, 16, None, None, None) == C._plan(ALIAS, "medium", 5000, 0, 16, None,
                                                                                None, None)
     calls = []
@@ -358,7 +385,7 @@ def test_level_id_and_alias_are_one_env(minari_root, monkeypatch):
     td1 = C.get_or_create_dataset(ALIAS, "random", 200, 0, n_envs=2, show_progress=False)
     td2 = C.get_or_create_dataset(LEVEL, "random", 200, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1 and torch.equal(td1["observation"], td2["observation"])
-    assert C._read_metadata(C.dataset_path(LEVEL, "random"))["tabb_env_id"] == ALIAS
+    assert W._read_metadata(W.dataset_path(LEVEL, "random"))["tabb_env_id"] == ALIAS
 
 
 def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
@@ -373,7 +400,7 @@ def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
     C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1
-    meta = C._read_metadata(C.dataset_path("Hopper-v5", "random"))
+    meta = W._read_metadata(W.dataset_path("Hopper-v5", "random"))
     assert meta["tabb_xml_sha256"] == plan["xml_sha256"]
     # a changed MJCF (a fixed shift spec, a new gymnasium asset) is a cache miss
     monkeypatch.setattr(C, "_xml_digest", lambda env_id: "0123456789abcdef")
@@ -390,30 +417,49 @@ def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
     monkeypatch.setattr(C, "_xml_digest", lambda env_id: "fedcba9876543210")
     assert C.main(["--env", "Hopper-v5", "--quality", "random", "--size", "300", "--n-envs", "2"]) == 0
     assert len(calls) == 4 and "wrote 300 transitions" in capsys.readouterr().out
-    assert C._read_metadata(C.dataset_path("Hopper-v5", "random"))["tabb_xml_sha256"] == "fedcba9876543210"
+    assert W._read_metadata(W.dataset_path("Hopper-v5", "random"))["tabb_xml_sha256"] == "fedcba9876543210"
 
 
 def test_record_fields_unchanged_by_the_dynamics_keys(minari_root):
     # the --record format (dataset_returns.json) keeps its fields: no versions, no digest
     p = C.create_dataset("Hopper-v5", "random", 100, 0, n_envs=2, show_progress=False)
-    rec = C.dataset_record(p)
+    rec = S.dataset_record(p)
     assert not {"xml_sha256", "mujoco_version", "gymnasium_version"} & set(rec)
+
+
+def _benchmark_script():
+    """``benchmarks/collect.py`` (a script, not part of the library), imported as a module."""
+    spec = importlib.util.spec_from_file_location("benchmark_collect", REPO / "benchmarks" / "collect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("quality", ["medium-expert", "medium-replay"])
 def test_benchmark_rejects_qualities_it_cannot_time(minari_root, capsys, quality):
+    B = _benchmark_script()
     with pytest.raises(SystemExit) as exc:
-        C.main(["--env", "Hopper-v5", "--quality", quality, "--benchmark", "--size", "100"])
+        B.main(["--env", "Hopper-v5", "--quality", quality, "--size", "100"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--benchmark" in err and quality in err and "random, medium, expert" in err
+    assert "benchmark" in err and quality in err and "random, medium, expert" in err
     assert "Traceback" not in err and "PolicyNotFoundError" not in err
     with pytest.raises(ValueError, match="random, medium, expert"):
-        C.benchmark("Hopper-v5", quality, 100)
+        B.benchmark("Hopper-v5", quality, 100)
 
 
 def test_benchmark_missing_policy_is_a_clear_error(minari_root, tmp_path, capsys):
-    assert C.main(["--env", "Hopper-v5", "--quality", "expert", "--benchmark", "--size", "100",
+    B = _benchmark_script()
+    assert B.main(["--env", "Hopper-v5", "--quality", "expert", "--size", "100",
                    "--policy-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No shipped behaviour policy") and "Traceback" not in err
+
+
+def test_benchmark_runs_and_collect_has_no_benchmark_flag(minari_root, capsys):
+    B = _benchmark_script()
+    assert B.main(["--env", "Hopper-v5", "--quality", "random", "--size", "200", "--n-envs", "2",
+                   "--baseline-steps", "200"]) == 0
+    assert "ratio" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        C.main(["--env", "Hopper-v5", "--quality", "random", "--benchmark"])

@@ -63,6 +63,21 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         write_d4rl_hdf5(bad, path)
     assert load_d4rl_hdf5(path).shape == (5,)
     assert sorted(os.listdir(tmp_path)) == ["d.hdf5"]
+    # a failure inside h5py, after the temporary file was created: old file intact, no temporary file left
+    with pytest.raises(ValueError):
+        write_d4rl_hdf5(_random_transitions(n=7), path, compression="no-such-filter")
+    assert load_d4rl_hdf5(path).shape == (5,)
+    assert sorted(os.listdir(tmp_path)) == ["d.hdf5"]
+
+
+def test_hdf5_file_is_not_private(tmp_path):
+    """The file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s 0600."""
+    umask = os.umask(0o022)
+    try:
+        path = write_d4rl_hdf5(_random_transitions(n=3), tmp_path / "d.hdf5")
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
 
 
 def test_next_observation_derivation_two_episodes(tmp_path):
@@ -417,7 +432,7 @@ def test_minari_not_local_message(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     with pytest.raises(DatasetError, match="not available locally.*download=True.*huggingface_hub"):
         load_minari_dataset("mujoco/hopper/medium-v0")
-    with pytest.raises(DatasetError, match="python -m tabb_torchrl.data.collect"):
+    with pytest.raises(DatasetError, match="python -m tabb_torchrl.behavior.collect"):
         load_minari_dataset("tabb/Hopper-morph/medium-v0")
 
 

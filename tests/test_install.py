@@ -27,8 +27,9 @@ SCRIPT = textwrap.dedent(
     import tabb_torchrl
     from tabb_torchrl.envs import make_env
     from tabb_torchrl.envs.spec import catalogue
-    from tabb_torchrl.data import list_behavior_policies, load_behavior_policy, reference_returns
-    from tabb_torchrl.data.catalogue import build_catalogue, load_dataset_returns
+    from tabb_torchrl.behavior.policies import list_behavior_policies, load_behavior_policy
+    from tabb_torchrl.data import reference_returns
+    from tabb_torchrl.behavior.catalogue import build_catalogue, load_dataset_returns
     env = make_env("tabb/Hopper-morph-v0")
     radius = float(env.unwrapped.model.geom("torso_geom").size[0])
     obs, _ = env.reset(seed=0)
@@ -81,8 +82,8 @@ def test_non_editable_install_has_catalogue_policies_and_tables(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["file"] == str(site / "tabb_torchrl" / "__init__.py")  # the installed copy, not the checkout
-    from tabb_torchrl.data import list_behavior_policies
-    from tabb_torchrl.data.catalogue import build_catalogue, load_dataset_returns
+    from tabb_torchrl.behavior.catalogue import build_catalogue, load_dataset_returns
+    from tabb_torchrl.behavior.policies import list_behavior_policies
     from tabb_torchrl.envs.spec import catalogue
 
     assert info["n_ids"] == len(catalogue()) >= 100

@@ -111,7 +111,7 @@ def test_ours_table(tmp_path):
 
 def test_ours_level_id_and_alias_share_the_entry(tmp_path):
     """A default level's id and its alias are one env: the table is keyed by the alias (canonical id)."""
-    from tabb_torchrl.data.policies import canonical_env_id
+    from tabb_torchrl.behavior.policies import canonical_env_id
 
     level, alias = "tabb/Walker2d-friction-0.5-v0", "tabb/Walker2d-friction-v0"
     assert canonical_env_id(level) == canonical_env_id(alias) == alias
@@ -125,7 +125,7 @@ def test_ours_level_id_and_alias_share_the_entry(tmp_path):
 
 
 def test_ours_missing_file(tmp_path):
-    with pytest.raises(MissingReferenceError, match=r"No 'ours' reference table at .*nope.json\. Compute it with python -m tabb_torchrl.data.compute_references"):
+    with pytest.raises(MissingReferenceError, match=r"No 'ours' reference table at .*nope.json\. Compute it with python -m tabb_torchrl.behavior.compute_references"):
         reference_returns("tabb/Hopper-morph-v0", "ours", path=tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -12,8 +12,8 @@ from torchrl.data import Bounded
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
-from tabb_torchrl.data.policies import SquashedGaussianActor
-from tabb_torchrl.objectives.sac import FusedSACUpdate, tanh_normal_sample
+from tabb_torchrl.behavior.policies import SquashedGaussianActor
+from tabb_torchrl.behavior.sac import FusedSACUpdate, tanh_normal_sample
 
 OBS, ACT, N = 5, 3, 64
 

@@ -1,6 +1,9 @@
 """Offline data for cross-domain RL: source/target replay buffers, dataset loaders
 and reference returns.
 
+The behaviour policies and the collection of the datasets live in
+:mod:`tabb_torchrl.behavior` (:func:`tabb_torchrl.behavior.get_or_create_dataset`, ...).
+
 Importing this package is light: ``minari`` and ``h5py`` are imported lazily inside
 the loaders that need them.
 
@@ -33,36 +36,6 @@ from tabb_torchrl.data.references import (  # noqa: E402
     reference_returns,
 )
 
-# ``policies`` and ``collect`` are command-line modules too (``python -m
-# tabb_torchrl.data.collect``): importing them here would make runpy warn that the
-# module is already in ``sys.modules``, so their names are resolved on first use.
-_LAZY = {
-    "BehaviorPolicy": "policies",
-    "PolicyNotFoundError": "policies",
-    "SquashedGaussianActor": "policies",
-    "list_behavior_policies": "policies",
-    "load_behavior_policy": "policies",
-    "DATASET_QUALITIES": "collect",
-    "create_dataset": "collect",
-    "dataset_id_for": "collect",
-    "get_or_create_dataset": "collect",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"tabb_torchrl.data.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tabb_torchrl.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
-
 __all__ = [
     "SOURCE",
     "TARGET",
@@ -83,15 +56,4 @@ __all__ = [
     "medium_return_threshold",
     "normalized_score",
     "reference_returns",
-    # policies.py
-    "BehaviorPolicy",
-    "PolicyNotFoundError",
-    "SquashedGaussianActor",
-    "list_behavior_policies",
-    "load_behavior_policy",
-    # collect.py
-    "DATASET_QUALITIES",
-    "create_dataset",
-    "dataset_id_for",
-    "get_or_create_dataset",
 ]

@@ -20,13 +20,14 @@ all-zero data and keeps float64 (see the project's STACK notes).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+
+from tabb_torchrl.io import atomic_path
 
 __all__ = [
     "DatasetError",
@@ -232,7 +233,7 @@ def load_minari_dataset(
             if not download:
                 hint = (
                     " Datasets of the tabb/ namespace are generated locally: "
-                    "python -m tabb_torchrl.data.collect."
+                    "python -m tabb_torchrl.behavior.collect."
                     if dataset_id.startswith("tabb/")
                     else ""
                 )
@@ -549,8 +550,8 @@ def write_d4rl_hdf5(
     Keys written: ``observations``, ``actions``, ``next_observations`` (float32),
     ``rewards`` (float32 ``[N]``), ``terminals`` and ``timeouts`` (bool ``[N]``,
     from ``("next", "terminated")`` / ``("next", "truncated")``). The file is
-    written to a temporary file in the same directory and moved into place with
-    ``os.replace``, so a reader never sees a half-written file.
+    written to a temporary file in the same directory and moved into place
+    (:func:`tabb_torchrl.io.atomic_path`), so a reader never sees a half-written file.
 
     Args:
         td (TensorDictBase): transitions in the project schema.
@@ -590,17 +591,10 @@ def write_d4rl_hdf5(
         "terminals": td.get(("next", "terminated")).bool().reshape(n),
         "timeouts": td.get(("next", "truncated")).bool().reshape(n),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # h5py needs a file name
         with h5py.File(tmp, "w") as f:
             for key, value in arrays.items():
                 f.create_dataset(key, data=value.cpu().numpy(), compression=compression)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -34,7 +34,7 @@ Two reference tables:
       {"tabb/Hopper-morph-v0": {"min": -20.1, "max": 3100.0,
                                  "min_source": "...", "max_source": "..."}, ...}
 
-  The file is written by ``python -m tabb_torchrl.data.compute_references``.
+  The file is written by ``python -m tabb_torchrl.behavior.compute_references``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ _ALIASES = {"Pen": "AdroitHandPen", "Door": "AdroitHandDoor"}
 OURS_REFERENCES_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "references_ours.json"
 """Where the ``"ours"`` reference table lives."""
 
-_COMPUTE_HINT = "python -m tabb_torchrl.data.compute_references"
+_COMPUTE_HINT = "python -m tabb_torchrl.behavior.compute_references"
 
 
 class MissingReferenceError(ValueError):
@@ -162,12 +162,12 @@ def _odrl(env_id: str) -> tuple[float, float]:
 def _canonical_ids(env_id: str) -> list[str]:
     """The keys of ``env_id`` in the ``"ours"`` table, the canonical one first.
 
-    The table is keyed by :func:`~tabb_torchrl.data.policies.canonical_env_id`
+    The table is keyed by :func:`~tabb_torchrl.behavior.policies.canonical_env_id`
     (a default-level id such as ``tabb/Walker2d-friction-0.5-v0`` is stored
     under its alias ``tabb/Walker2d-friction-v0``, as the behaviour policies);
     the other spelling is tried after it, for tables written under it.
     """
-    from tabb_torchrl.data.policies import env_id_spellings
+    from tabb_torchrl.behavior.policies import env_id_spellings
 
     return env_id_spellings(env_id)
 

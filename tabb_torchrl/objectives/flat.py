@@ -50,13 +50,37 @@ def activation_of(module: nn.Module, what: str) -> Callable[[torch.Tensor], torc
     return ACTIVATION_FNS[kinds.pop()] if kinds else (lambda x: x)
 
 
-def linear_params(params, what: str, extra: Sequence[str] = ()) -> list[torch.Tensor]:
-    """``[w1, b1, w2, b2, ...]`` of an MLP from its flat parameter TensorDict (tensors shared)."""
+def linear_params(params, what: str, extra: Sequence[str] = (), *, container: str = "net") -> list[torch.Tensor]:
+    """``[w1, b1, w2, b2, ...]`` of an MLP from its flat parameter TensorDict (tensors shared).
+
+    Args:
+        params: the parameters, a TensorDict (nested or flat) or a ``{key: tensor}`` mapping.
+        what (str): the network's name in the error message.
+        extra (Sequence[str]): names of the other parameters to skip (e.g. ``"log_std"``).
+
+    Keyword Args:
+        container (str): the attribute holding the layers, keys ``<prefix><container>.<i>.weight``
+            (default ``"net"``; ``"module"`` for the ``module.<i>.weight`` keys of a TorchRL
+            ``MLP`` inside a ``ValueOperator``).
+
+    Raises:
+        NotImplementedError: another parameter than ``extra``, or no layer.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+        >>> p = linear_params({f"module.{k}": v for k, v in mlp.named_parameters()}, "critic", container="module")
+        >>> [tuple(t.shape) for t in p]
+        [(4, 3), (4,), (1, 4), (1,)]
+    """
     flat = dict(params.flatten_keys().items()) if hasattr(params, "flatten_keys") else dict(params)
+    pattern = LINEAR_KEY if container == "net" else re.compile(
+        rf"^(?P<prefix>.*){re.escape(container)}\.(?P<i>\d+)\.(?P<kind>weight|bias)$")
     layers: dict[int, dict[str, torch.Tensor]] = {}
     unknown = []
     for key in flat.keys():
-        m = LINEAR_KEY.match(key)
+        m = pattern.match(key)
         if m is None:
             if key.rsplit(".", 1)[-1] not in extra:
                 unknown.append(key)

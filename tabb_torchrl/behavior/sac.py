@@ -21,37 +21,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tabb_torchrl.objectives.fused import _ensemble, _mlp
+from tabb_torchrl.objectives.flat import ACTIVATION_FNS, ensemble_forward, linear_params, mlp_forward
+from tabb_torchrl.objectives.functional import gaussian_log_prob
 
-__all__ = ["FusedSACUpdate"]
+__all__ = ["FusedSACUpdate", "tanh_normal_sample"]
 
-_ACTIVATION_FNS = {nn.ReLU: torch.relu, nn.ELU: F.elu, nn.Tanh: torch.tanh}
 _LOG2 = math.log(2.0)
-
-
-def _layer_params(params, prefix: str = "") -> list[torch.Tensor]:
-    """``[w1, b1, w2, b2, ...]`` from a flat ``{"...<i>.weight": w, ...}`` mapping, in layer order."""
-    layers: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
-    for key, value in params.items():
-        if not key.startswith(prefix):
-            continue
-        head, idx, kind = key.rsplit(".", 2)
-        if kind not in ("weight", "bias") or not idx.isdigit():
-            raise NotImplementedError(f"FusedSACUpdate: unexpected parameter {key!r} (expected Linear layers)")
-        layers.setdefault((head, int(idx)), {})[kind] = value
-    out = []
-    for k in sorted(layers):
-        out += [layers[k]["weight"], layers[k]["bias"]]
-    return out
 
 
 def tanh_normal_sample(loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor):
     """Reparametrised ``tanh(loc + scale * noise)`` and its log-density (summed over the last dim).
 
-    The log-Jacobian uses the stable form ``2 (log 2 - u - softplus(-2u))``.
+    The density of ``u = loc + scale * noise`` under the Gaussian
+    (:func:`~tabb_torchrl.objectives.functional.gaussian_log_prob`) minus the
+    log-Jacobian of ``tanh``, in the stable form ``2 (log 2 - u - softplus(-2u))``.
+
+    Args:
+        loc (torch.Tensor): means of the pre-``tanh`` Gaussian, ``[..., d]``.
+        scale (torch.Tensor): its standard deviations (positive), ``[..., d]``.
+        noise (torch.Tensor): standard normal draws, ``[..., d]``.
+
+    Returns:
+        ``(action, log_prob)``: ``[..., d]`` actions in ``(-1, 1)`` and ``[...]`` log-densities.
+
+    Examples:
+        >>> import torch
+        >>> loc, scale, noise = torch.tensor([[0.3, -1.2]]), torch.tensor([[0.5, 2.0]]), torch.tensor([[0.7, -0.4]])
+        >>> a, logp = tanh_normal_sample(loc, scale, noise)
+        >>> torch.allclose(a, torch.tanh(loc + scale * noise))
+        True
+        >>> ref = torch.distributions.Normal(loc, scale).log_prob(loc + scale * noise)
+        >>> torch.allclose(logp, (ref - torch.log1p(-a.pow(2))).sum(-1))
+        True
     """
     u = loc + scale * noise
-    log_prob = (-0.5 * noise.pow(2) - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_prob = gaussian_log_prob(u, loc, scale.log())
     log_prob = log_prob - (2.0 * (_LOG2 - u - F.softplus(-2.0 * u))).sum(-1)
     return torch.tanh(u), log_prob
 
@@ -74,7 +78,7 @@ class FusedSACUpdate:
     value estimator); the tests check both paths against each other.
 
     Args:
-        actor: the :class:`~tabb_torchrl.data.policies.SquashedGaussianActor`
+        actor: the :class:`~tabb_torchrl.behavior.policies.SquashedGaussianActor`
             inside ``loss``'s actor (its parameters are the loss's actor parameters).
         loss: the :class:`~torchrl.objectives.SACLoss` holding the twin critics
             (``qvalue_network_params``, stacked ``[2, ...]``), their targets,
@@ -90,8 +94,7 @@ class FusedSACUpdate:
         >>> from torchrl.data import Bounded
         >>> from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
         >>> from torchrl.objectives import SACLoss
-        >>> from tabb_torchrl.data.policies import SquashedGaussianActor
-        >>> from tabb_torchrl.objectives.sac import FusedSACUpdate
+        >>> from tabb_torchrl.behavior import FusedSACUpdate, SquashedGaussianActor
         >>> _ = torch.manual_seed(0)
         >>> net = SquashedGaussianActor(3, 2, hidden_sizes=(16, 16))
         >>> spec = Bounded(-torch.ones(2), torch.ones(2), shape=(2,))
@@ -134,17 +137,19 @@ class FusedSACUpdate:
         kinds = {type(m) for m in actor.trunk if not isinstance(m, nn.Linear)}
         qkinds = {type(m) for m in loss.qvalue_network.modules()
                   if not isinstance(m, (nn.Linear, nn.Sequential)) and not list(m.children())}
-        if len(kinds) > 1 or len(qkinds) > 1 or not (kinds | qkinds) <= set(_ACTIVATION_FNS):
+        if len(kinds) > 1 or len(qkinds) > 1 or not (kinds | qkinds) <= set(ACTIVATION_FNS):
             raise NotImplementedError(
                 f"FusedSACUpdate: actor and critic must be Linear layers with one of "
-                f"{sorted(k.__name__ for k in _ACTIVATION_FNS)}; found {sorted(k.__name__ for k in kinds | qkinds)}"
+                f"{sorted(k.__name__ for k in ACTIVATION_FNS)}; found {sorted(k.__name__ for k in kinds | qkinds)}"
             )
-        self._act = _ACTIVATION_FNS[kinds.pop()] if kinds else (lambda x: x)
-        self._qact = _ACTIVATION_FNS[qkinds.pop()] if qkinds else (lambda x: x)
+        self._act = ACTIVATION_FNS[kinds.pop()] if kinds else (lambda x: x)
+        self._qact = ACTIVATION_FNS[qkinds.pop()] if qkinds else (lambda x: x)
         self._pi = [p for lin in [*(m for m in actor.trunk if isinstance(m, nn.Linear)), actor.head]
                     for p in (lin.weight, lin.bias)]
-        self._q = _layer_params(dict(loss.qvalue_network_params.flatten_keys().items()))
-        self._q_target = _layer_params(dict(loss.target_qvalue_network_params.flatten_keys().items()))
+        # the critic is a TorchRL MLP inside a ValueOperator: parameters ``module.<i>.weight``, stacked [2, ...]
+        self._q = linear_params(loss.qvalue_network_params, "FusedSACUpdate critic", container="module")
+        self._q_target = linear_params(loss.target_qvalue_network_params, "FusedSACUpdate target critic",
+                                       container="module")
         if len(self._q) != len(self._q_target) or any(a.shape != b.shape for a, b in zip(self._q, self._q_target)):
             raise NotImplementedError("FusedSACUpdate: critic and target critic parameters do not match")
         self._q_data = [p.data for p in self._q]
@@ -155,7 +160,7 @@ class FusedSACUpdate:
         self.log_std_max = float(actor.log_std_max)
 
     def _policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = _mlp(obs, self._pi, self._act)
+        out = mlp_forward(obs, self._pi, self._act)
         loc, raw = out.chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1.0)
         return loc, log_std.exp()
@@ -175,14 +180,14 @@ class FusedSACUpdate:
         with torch.no_grad():
             nloc, nscale = self._policy(next_obs)
             next_a, next_logp = tanh_normal_sample(nloc, nscale, torch.empty_like(nloc).normal_())
-            q_next = _ensemble(torch.cat([next_obs, next_a], -1), self._q_target_data, self._qact)
+            q_next = ensemble_forward(torch.cat([next_obs, next_a], -1), self._q_target_data, self._qact)
             v_next = (q_next - alpha * next_logp).min(0).values
             y = reward + self.gamma * (~terminated.bool()).to(reward.dtype) * v_next
-        q = _ensemble(torch.cat([obs, action], -1), self._q, self._qact)
+        q = ensemble_forward(torch.cat([obs, action], -1), self._q, self._qact)
         loss_q = (q - y).pow(2).sum(0).mean()
         loc, scale = self._policy(obs)
         a, logp = tanh_normal_sample(loc, scale, torch.empty_like(loc).normal_())
-        q_pi = _ensemble(torch.cat([obs, a], -1), [p.detach() for p in self._q], self._qact)
+        q_pi = ensemble_forward(torch.cat([obs, a], -1), [p.detach() for p in self._q], self._qact)
         loss_pi = (alpha * logp - q_pi.min(0).values).mean()
         loss_alpha = (-self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         total = loss_q + loss_pi + loss_alpha

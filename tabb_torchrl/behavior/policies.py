@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tabb_torchrl.io import atomic_path, atomic_write, write_text_atomic
+
 __all__ = [
     "SquashedGaussianActor",
     "BehaviorPolicy",
@@ -429,9 +431,9 @@ def save_behavior_policy(
         "action_high": np.broadcast_to(np.asarray(action_high, dtype=np.float32), (actor.action_dim,)).tolist(),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    # to a file object: the archive's inner folder is then always "archive", never the temporary name
+    with atomic_write(path) as fh:
+        torch.save(ckpt, fh)
     return ckpt
 
 
@@ -534,7 +536,7 @@ def load_behavior_policy(
             f"No shipped behaviour policy for env {env_id!r} with quality {quality!r}.{alias}\n"
             f"Available (env, quality) pairs:\n{listing}\n"
             "Train one with `python recipes/train_behavior.py env=<env id>`, then ship its snapshots "
-            "with `python -m tabb_torchrl.data.policies ship behavior_runs/<run>` "
+            "with `python -m tabb_torchrl.behavior.policies ship behavior_runs/<run>` "
             "(see tabb_torchrl/assets/policies/README.md)."
         )
     policy = policy_from_checkpoint(path, deterministic=deterministic, seed=seed)
@@ -606,7 +608,8 @@ def ship_run_snapshots(
         env_dir = base / env_id_to_dirname(canonical_env_id(ck["env_id"]))
         env_dir.mkdir(parents=True, exist_ok=True)
         dst = env_dir / f"{q}.pt"
-        shutil.copyfile(src, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
         returns_file = env_dir / "returns.json"
         returns = json.loads(returns_file.read_text()) if returns_file.is_file() else {}
         returns[q] = {
@@ -619,9 +622,7 @@ def ship_run_snapshots(
         }
         if "plateaued" in ck["extra"]:
             returns[q]["plateaued"] = bool(ck["extra"]["plateaued"])
-        tmp = returns_file.with_name("returns.json.tmp")
-        tmp.write_text(json.dumps(returns, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, returns_file)
+        write_text_atomic(returns_file, json.dumps(returns, indent=2, sort_keys=True) + "\n")
         written.append(dst)
     return written
 
@@ -629,7 +630,7 @@ def ship_run_snapshots(
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.data.policies")
+    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.behavior.policies")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list shipped (env, quality) pairs with their returns")
     sh = sub.add_parser("ship", help="copy a run's snapshots into the package assets")

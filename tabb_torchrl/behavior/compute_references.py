@@ -1,6 +1,6 @@
 """Our own reference returns for the normalised score, per env with a shipped policy.
 
-``python -m tabb_torchrl.data.compute_references``
+``python -m tabb_torchrl.behavior.compute_references``
 
 The published tables normalise with ODRL's references, measured with old
 gym / mujoco-py envs.  This script measures, in our envs, ``min`` = the mean
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tabb_torchrl.data.policies import list_behavior_policies, load_behavior_policy
+from tabb_torchrl.behavior.policies import list_behavior_policies, load_behavior_policy
+from tabb_torchrl.io import write_text_atomic
 
 __all__ = ["evaluate_returns", "compute_references", "default_output_path", "main"]
 
@@ -71,7 +72,7 @@ def evaluate_returns(
     """
     import gymnasium as gym
 
-    from tabb_torchrl.data.collect import _make_env
+    from tabb_torchrl.behavior.episodes import _make_env
 
     rng = np.random.default_rng(seed)
     out: list[float] = []
@@ -150,7 +151,7 @@ def compute_references(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.data.compute_references", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.behavior.compute_references", description=__doc__.split("\n")[0])
     p.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all with a policy)")
     p.add_argument("--random-episodes", type=int, default=100)
     p.add_argument("--policy-episodes", type=int, default=50,
@@ -166,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, policy_root=args.policy_root)
     current = json.loads(out.read_text()) if out.is_file() else {}
     current.update(refs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(current.items())), indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
     for env_id, e in refs.items():
         print(f"{env_id}: min {e['min']:.1f} max {e.get('max', float('nan')):.1f}")
     print(f"wrote {out}")

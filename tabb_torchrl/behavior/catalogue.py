@@ -1,12 +1,12 @@
 """Every dataset a user can ask for, with its availability and returns.
 
-``python -m tabb_torchrl.data.catalogue [--markdown] [--env SUBSTRING] [--quality Q] [--role R] [--available]``
+``python -m tabb_torchrl.behavior.catalogue [--markdown] [--env SUBSTRING] [--quality Q] [--role R] [--available]``
 
 One :class:`CatalogueRow` per dataset:
 
 * **source** datasets: the plain gymnasium source env of each robot of
   :mod:`tabb_torchrl.envs` (``Hopper-v5``, ..., ``AdroitHandPen-v1``) at every
-  quality of :data:`~tabb_torchrl.data.collect.DATASET_QUALITIES`, 1,000,000
+  quality of :data:`~tabb_torchrl.behavior.minari_writer.DATASET_QUALITIES`, 1,000,000
   transitions by default;
 * **target** datasets: every id of :func:`tabb_torchrl.envs.list_env_ids` at
   every quality, 5,000 transitions by default (``medium-expert``: twice the
@@ -20,12 +20,12 @@ shipped behaviour policy; the reference returns (random / best policy) of
 ours (the best shipped behaviour policy in that env, which may be a medium one); and the
 measured return of the dataset when it was recorded in
 ``tabb_torchrl/assets/dataset_returns.json`` (written by
-``python -m tabb_torchrl.data.collect ... --record``).
+``python -m tabb_torchrl.behavior.collect ... --record``).
 
 A default-level id and its alias (``tabb/Walker2d-friction-0.5-v0`` and
 ``tabb/Walker2d-friction-v0``) are one env: both rows look the policies,
 references and recorded returns up under the canonical id
-(:func:`~tabb_torchrl.data.policies.canonical_env_id`, the alias) and name the
+(:func:`~tabb_torchrl.behavior.policies.canonical_env_id`, the alias) and name the
 same Minari dataset.
 
 The docs page *Datasets* shows the ``--markdown`` output (one section per
@@ -44,13 +44,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tabb_torchrl.data import collect
-from tabb_torchrl.data.policies import (
+from tabb_torchrl.behavior import collect
+from tabb_torchrl.behavior.minari_writer import DATASET_QUALITIES, dataset_id_for
+from tabb_torchrl.behavior.policies import (
     canonical_env_id,
     env_id_to_dirname,
     list_behavior_policies,
     load_policy_returns,
 )
+from tabb_torchrl.behavior.stats import _read_returns_file
 from tabb_torchrl.data.references import MissingReferenceError, reference_returns
 
 __all__ = [
@@ -70,23 +72,23 @@ __all__ = [
 ]
 
 #: The measured dataset returns shipped with the package, ``tabb_torchrl/assets/dataset_returns.json``
-#: (written by ``python -m tabb_torchrl.data.collect --record PATH``).
+#: (written by ``python -m tabb_torchrl.behavior.collect --record PATH``).
 #:
 #: :meta hide-value:
 DATASET_RETURNS_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "dataset_returns.json"
 
-#: Default size of a source dataset (transitions), D4RL's (:data:`tabb_torchrl.data.collect.SOURCE_SIZE`).
+#: Default size of a source dataset (transitions), D4RL's (:data:`tabb_torchrl.behavior.collect.SOURCE_SIZE`).
 SOURCE_SIZE = collect.SOURCE_SIZE
 
-#: Default size of a target dataset (transitions), ODRL / OTDF's (:data:`tabb_torchrl.data.collect.TARGET_SIZE`).
+#: Default size of a target dataset (transitions), ODRL / OTDF's (:data:`tabb_torchrl.behavior.collect.TARGET_SIZE`).
 TARGET_SIZE = collect.TARGET_SIZE
 
 #: Qualities listed for source and target envs alike.
-QUALITIES: tuple[str, ...] = tuple(collect.DATASET_QUALITIES)
+QUALITIES: tuple[str, ...] = tuple(DATASET_QUALITIES)
 
 _TRAIN = "python recipes/train_behavior.py env={env}"
-_SHIP = "python -m tabb_torchrl.data.policies ship behavior_runs/{slug}_s0"
-_REPLAY = "python -m tabb_torchrl.data.collect --env {env} --quality medium-replay --run-dir {run_dir}"
+_SHIP = "python -m tabb_torchrl.behavior.policies ship behavior_runs/{slug}_s0"
+_REPLAY = "python -m tabb_torchrl.behavior.collect --env {env} --quality medium-replay --run-dir {run_dir}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ class CatalogueRow:
         robot: The env family (``"Hopper"``, ``"AdroitHandPen"``).
         role: ``"source"`` or ``"target"``.
         quality: One of :data:`QUALITIES`.
-        dataset_id: The Minari id (:func:`~tabb_torchrl.data.collect.dataset_id_for`).
+        dataset_id: The Minari id (:func:`~tabb_torchrl.behavior.minari_writer.dataset_id_for`).
         default_size: Transitions by default (``medium-replay``: at most this, the
             replay buffer up to the medium snapshot may be smaller).
         available: ``True`` when the dataset can be generated with what ships.
@@ -194,7 +196,7 @@ def load_dataset_returns(path: str | os.PathLike | None = None) -> dict[str, dic
     """The recorded dataset statistics, ``{dataset id: record}`` (``{}`` if the file is absent).
 
     Args:
-        path: The JSON file written by ``python -m tabb_torchrl.data.collect --record``
+        path: The JSON file written by ``python -m tabb_torchrl.behavior.collect --record``
             (default: :data:`DATASET_RETURNS_PATH`).
 
     Raises:
@@ -205,7 +207,7 @@ def load_dataset_returns(path: str | os.PathLike | None = None) -> dict[str, dic
         {}
     """
     p = Path(path) if path is not None else DATASET_RETURNS_PATH
-    return dict(collect._read_returns_file(p)["datasets"])  # the reader of `collect --record`
+    return dict(_read_returns_file(p)["datasets"])  # the reader of `collect --record`
 
 
 def _check_quality(quality: str | None) -> None:
@@ -313,7 +315,7 @@ def build_catalogue(
                     if q in ("medium", "expert") and (canonical_env_id(env_id), q) in shipped:
                         pol = policy_returns.get(q, {}).get("eval_return")
                         pol = float(pol) if pol is not None else None
-                    did = collect.dataset_id_for(env_id, q)
+                    did = dataset_id_for(env_id, q)
                     rows.append(CatalogueRow(
                         env_id=env_id, robot=robot, role=r, quality=q, dataset_id=did,
                         default_size=default_size(r, q), available=ok, missing=missing, commands=commands,
@@ -438,9 +440,9 @@ def _target_section(rows: list[CatalogueRow]) -> str:
 
 MARKDOWN_LEGEND = (
     "**ready**: can be generated now "
-    "(`python -m tabb_torchrl.data.collect --env <env id> --quality <quality> --size <size>`); "
+    "(`python -m tabb_torchrl.behavior.collect --env <env id> --quality <quality> --size <size>`); "
     "**train**: a behaviour policy is missing (`python recipes/train_behavior.py env=<env id>`, then "
-    "`python -m tabb_torchrl.data.policies ship behavior_runs/<env id, / as __>_s0`); "
+    "`python -m tabb_torchrl.behavior.policies ship behavior_runs/<env id, / as __>_s0`); "
     "**run**: `medium-replay` needs that training run's `medium_replay.pt` (`--run-dir`). "
     "*policy*: evaluation return of the shipped behaviour policy; *data* / *measured return*: mean ± std "
     "of the complete episodes' returns in the generated dataset (`collect --record`). "
@@ -493,7 +495,7 @@ def format_markdown(rows: Sequence[CatalogueRow], *, legend: bool = True) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m tabb_torchrl.data.catalogue --help``).
+    """Command-line entry point (``python -m tabb_torchrl.behavior.catalogue --help``).
 
     Examples:
         >>> main(["--env", "Hopper-v5", "--quality", "random"])  # doctest: +ELLIPSIS
@@ -504,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         >>> main(["--quality", "nope"])  # the error goes to stderr, with the valid qualities
         2
     """
-    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.data.catalogue", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tabb_torchrl.behavior.catalogue", description=__doc__.split("\n")[0])
     p.add_argument("--markdown", action="store_true", help="markdown (the docs page) instead of a text table")
     p.add_argument("--env", default=None, metavar="SUBSTRING", help="env ids containing this (case-insensitive)")
     p.add_argument("--quality", default=None, help=f"one of {', '.join(QUALITIES)}")
