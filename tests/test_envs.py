@@ -405,7 +405,8 @@ def test_building_leaves_source_untouched(tmp_path, monkeypatch):
     assert source.unwrapped.fullpath == path
     assert np.isclose(source.unwrapped.model.geom("torso_geom").size[0], 0.05)
     assert np.isclose(target.unwrapped.model.geom("torso_geom").size[0], 0.125)
-    assert not [f for f in os.listdir(os.path.dirname(built)) if f.startswith(".tmp-")]
+    assert not [f for f in os.listdir(os.path.dirname(built)) if f.startswith(".")]  # no temporary file left
+    assert os.stat(built).st_mode & 0o077 != 0  # not mkstemp's private 0600
 
 
 # --------------------------------------------------------------------------- dynamics

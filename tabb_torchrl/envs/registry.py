@@ -14,7 +14,6 @@ import importlib
 import importlib.resources
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -22,6 +21,7 @@ import gymnasium as gym
 
 from tabb_torchrl.envs.mjcf import apply_edits, bake_total_mass, load_mjcf
 from tabb_torchrl.envs.spec import NAMESPACE, UnknownEnvError, catalogue, get_shift
+from tabb_torchrl.io import write_text_atomic
 
 __all__ = [
     "base_xml_path",
@@ -120,15 +120,7 @@ def build_xml(env_id: str) -> str:
     )
     root.insert(0, comment)
     text = ET.tostring(root, encoding="unicode")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
     return path
 
 

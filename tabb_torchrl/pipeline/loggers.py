@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from tabb_torchrl.io import atomic_write
+
 __all__ = ["make_logger", "log_metrics", "get_console_logger"]
 
 
@@ -45,12 +47,9 @@ def _rewind_csv(logger: Any) -> None:
     kept = set()
     for name, rows in experiment.scalars.items():
         path = scalars_dir / f"{name}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
+        with atomic_write(path, "w") as f:
             for step, value in rows:
                 f.write(f"{step},{value}\n")
-        os.replace(tmp, path)
         kept.add(path.resolve())
     if scalars_dir.exists():
         for path in scalars_dir.rglob("*.csv"):

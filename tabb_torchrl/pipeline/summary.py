@@ -27,12 +27,14 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+# ``write_json_atomic`` is the library's one JSON writer (strict JSON, fsync), re-exported here
+# and from :mod:`tabb_torchrl.pipeline` for the callers that import it from the pipeline.
+from tabb_torchrl.io import atomic_path, write_json_atomic
 
 __all__ = [
     "SUMMARY_KEYS",
@@ -202,25 +204,6 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     return "\n".join([line, *body, line])
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON through a temporary file and ``os.replace``.
-
-    Examples:
-        >>> import tempfile, json, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "s.json")
-        >>> write_json_atomic(p, {"a": 1})
-        >>> json.load(open(p))
-        {'a': 1}
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def plot_learning_curve(
     history: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = ""
 ) -> None:
@@ -253,7 +236,8 @@ def plot_learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
