@@ -9,8 +9,8 @@ At ``builder-inited`` it writes, into ``docs/_generated/`` (git-ignored):
 ``dataset_catalogue.md``
     Every dataset a user can ask for (source env and every target id x
     quality) with its availability and returns, grouped by robot, source
-    datasets first: :mod:`tabb_torchrl.data.catalogue` (the same text as
-    ``python -m tabb_torchrl.data.catalogue --markdown``). Included by
+    datasets first: :mod:`tabb_torchrl.behavior.catalogue` (the same text as
+    ``python -m tabb_torchrl.behavior.catalogue --markdown``). Included by
     ``datasets.md``.
 ``results_measured.md``
     Everything under ``docs/results/`` (written by the benchmark and grid
@@ -93,9 +93,9 @@ def build_env_catalogue(root: Path) -> str:
 
 
 def build_dataset_catalogue(root: Path) -> str:
-    """The markdown of ``python -m tabb_torchrl.data.catalogue --markdown``, headings from level 3."""
+    """The markdown of ``python -m tabb_torchrl.behavior.catalogue --markdown``, headings from level 3."""
     try:
-        cat = importlib.import_module("tabb_torchrl.data.catalogue")
+        cat = importlib.import_module("tabb_torchrl.behavior.catalogue")
         rows = cat.build_catalogue()
         ready = sum(r.available for r in rows)
         head = (f"{len(rows)} datasets ({sum(r.role == 'source' for r in rows)} source, "
@@ -103,11 +103,11 @@ def build_dataset_catalogue(root: Path) -> str:
         return copy_markdown(head + "\n" + cat.format_markdown(rows), ".", top_level=3)
     except Exception as err:
         # A broken catalogue must fail the (warnings-as-errors) docs build.
-        logger.warning("tabb_docs: cannot generate the dataset catalogue from tabb_torchrl.data.catalogue: %r", err)
+        logger.warning("tabb_docs: cannot generate the dataset catalogue from tabb_torchrl.behavior.catalogue: %r", err)
         return (
             "```{note}\n"
             f"The generated dataset table is not available: generating it failed ({err!r}). Run "
-            "`python -m tabb_torchrl.data.catalogue --markdown` to print it.\n"
+            "`python -m tabb_torchrl.behavior.catalogue --markdown` to print it.\n"
             "```\n"
         )
 

@@ -4,7 +4,7 @@ matmuls, and a direct call of Adam's fused kernel.
 
 They carry no equation of a method (those live in :mod:`tabb_torchrl.objectives.functional`);
 the fast cross-domain step (:class:`~tabb_torchrl.objectives.FastCrossDomainUpdate`) and
-the behaviour-policy SAC step (:class:`~tabb_torchrl.behavior.FusedSACUpdate`) use them.
+the behaviour-policy SAC step (:class:`~tabb_torchrl.behavior.sac.FusedSACUpdate`) use them.
 
 Examples:
     >>> import torch
