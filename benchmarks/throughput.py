@@ -18,17 +18,19 @@ values), batch 256, MLPs of two hidden layers of 256, a twin critic:
   temperature 3.0) with a ``TensorDictReplayBuffer`` (``LazyTensorStorage``,
   uniform sampler), the networks of the library (IQL Gaussian actor,
   critic on ``[s, a]``), ``SoftUpdate`` -- TorchRL's ``iql_offline.py`` update;
-* ``TABB (library)`` -- **the recipe's own code path**: the hydra config of
-  ``recipes/config`` (``env=halfcheetah_morph``), the pipeline factories, a
-  :class:`~tabb_torchrl.pipeline.TABBTrainer` whose ``prepare_rl()`` freezes
-  ``f, g, h``, caches the latents of every stored transition
-  (``LatentModel.cache_latents``) and builds the 128 + 128 buffer
-  (``make_source_target_buffer``); each step is ``rl_rb.sample()`` then the
-  trainer's ``update(batch)`` (TBM transform, ``TABBLoss``, three Adam steps,
-  ``SoftUpdate``), compiled by ``compile.enabled=true`` as the recipe does.
+* ``TABB recipe`` -- **the recipe's own code path**: the hydra config of
+  ``recipes/config`` (``env=halfcheetah_morph``, ``algo=...``), the pipeline
+  factories, a :class:`~tabb_torchrl.pipeline.TABBTrainer` whose ``prepare_rl()``
+  freezes ``f, g, h``, caches the latents of every stored transition and builds
+  the 128 + 128 buffer and the update of ``optim.update``
+  (:func:`~tabb_torchrl.pipeline.make_rl_update`); each step is the public
+  ``TABBTrainer.rl_step()``: ``fused`` (the default fast flat-tensor step) or
+  ``modular`` (``rb.sample()`` + the TorchRL loss module), compiled by
+  ``compile.enabled=true`` as the recipe does. ``--algos`` times other
+  cross-domain methods (plug-ins) on the same path, for their extra cost per update.
 
-"compiled" wraps the whole update function (losses, backward, optimiser steps,
-soft update) in ``torch.compile`` (``--compile-mode``). Each configuration is
+"compiled" wraps the update (plain IQL, TorchRL: the whole update function;
+the recipe: what ``compile.enabled`` compiles) in ``torch.compile`` (``--compile-mode``). Each configuration is
 timed ``--repeats`` times for ``--updates`` updates, interleaved (so slow
 phases of the shared machine hit every configuration alike), after a warm-up
 (compilation excluded, its time reported). The table shows the median and the
@@ -176,8 +178,8 @@ def compose_cfg(overrides: list[str]):
 def build_trainer(source, target, overrides: list[str]):
     """A :class:`TABBTrainer` built exactly as ``recipes/tabb_offline.py`` builds it (no env, no logger)."""
     from tabb_torchrl.pipeline import (
-        TABBTrainer, config_hash, make_actor_scheduler, make_anchor, make_latent_model,
-        make_latent_model_loss, make_loss, make_optimizers, make_rl_networks, make_tbm_transform,
+        TABBTrainer, config_hash, make_actor_scheduler, make_latent_model, make_latent_model_loss, make_loss,
+        make_optimizers, make_rl_networks,
     )
     import tempfile
 
@@ -187,131 +189,36 @@ def build_trainer(source, target, overrides: list[str]):
     model_loss = make_latent_model_loss(cfg, latent_model)
     actor, qvalue, value = make_rl_networks(cfg, OBS_DIM, ACT_DIM, latent_model)
     loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
-    anchor = make_anchor(cfg, value)
-    tbm = make_tbm_transform(cfg, latent_model, value if anchor is None else anchor[0])
     optimizers = make_optimizers(cfg, loss_module)
     scheduler = make_actor_scheduler(cfg, optimizers["actor"])
     trainer = TABBTrainer(
         cfg, run_dir=tempfile.mkdtemp(prefix="tabb_bench_"), device=device, source=source, target=target,
         latent_model=latent_model, model_loss=model_loss, actor=actor, loss_module=loss_module,
-        target_updater=target_updater, optimizers=optimizers, scheduler=scheduler, tbm=tbm,
-        anchor=anchor, evaluator=None, logger=None, env_id=cfg.env.id, config_hash=config_hash(cfg),
+        target_updater=target_updater, optimizers=optimizers, scheduler=scheduler,
+        evaluator=None, logger=None, env_id=cfg.env.id, config_hash=config_hash(cfg),
     )
     return cfg, trainer
 
 
-def _rl_trainer(source, target, compiled: bool, mode: str | None, update: str):
-    """The recipe's trainer with ``optim.update=<update>``, set to its RL phase."""
-    overrides = [f"compile.enabled={str(compiled).lower()}", f"optim.update={update}"]
-    if mode:
-        overrides.append(f"compile.mode={mode}")
-    cfg, trainer = build_trainer(source, target, overrides)
-    trainer.progress.phase = "rl"
-    return cfg, trainer
+class TABBRecipeBench(Bench):
+    """The recipe's RL step, ``TABBTrainer.rl_step()``, with ``optim.update=<update>`` and ``algo=<algo>``."""
 
-
-class TABBLibraryBench(Bench):
-    def __init__(self, source, target, compiled: bool, mode: str | None):
-        self.name = "TABB library modular update (optim.update=modular)" + (" compiled" if compiled else "")
-        self.recipe = True
-        self.cfg, self.trainer = _rl_trainer(source, target, compiled, mode, "modular")
-        t0 = time.perf_counter()
-        self.trainer.prepare_rl()  # freeze, cache latents, buffer, (compile wrapper)
-        self.cache_s = time.perf_counter() - t0
-        self.cache_mib = self.trainer.latent_cache_mb
-        self.rb, self.update = self.trainer.rl_rb, self.trainer._update_fn
-        self.note = f"latent cache {self.cache_mib:.0f} MiB, built in {self.cache_s:.1f} s"
-
-    def step(self):
-        return self.update(self.rb.sample())
-
-
-class TABBLibraryFusedBench(Bench):
-    """The recipe's default RL step since ``optim.update=fused``: ``TABBTrainer.rl_step()``
-    (:class:`~tabb_torchrl.objectives.FusedTABBUpdate` on the trainer's latent cache)."""
-
-    def __init__(self, source, target, compiled: bool, mode: str | None):
-        self.name = "TABB library fused update (recipe default, optim.update=fused)" + (" compiled" if compiled else "")
-        self.recipe = True
-        self.cfg, self.trainer = _rl_trainer(source, target, compiled, mode, "fused")
-        self.trainer.prepare_rl()
-        if self.trainer.fused_update is None:
-            raise RuntimeError("optim.update=fused fell back to the modular update")
-        self.note = "TABBTrainer.rl_step()"
-
-    def step(self):
-        out, _ = self.trainer.rl_step()
-        return out
-
-
-class TABBLibraryLossCompiledBench(Bench):
-    """The library's TBM transform + ``TABBLoss`` compiled; backward, the three Adams and
-    ``SoftUpdate`` eager (what ``compile.enabled`` could do instead of compiling the whole update)."""
-
-    def __init__(self, source, target, mode: str | None):
-        self.name = "TABB library path, TBM + TABBLoss compiled, optimiser steps eager"
-        self.cfg, self.trainer = build_trainer(source, target, [])
-        self.trainer.progress.phase = "rl"
-        self.trainer.prepare_rl()
-        tr = self.trainer
-        tbm, loss_module = tr.tbm, tr.loss_module
-
-        def losses(batch):
-            with torch.no_grad():
-                batch = tbm(batch)
-            out = loss_module(batch)
-            return out["loss_qvalue"] + out["loss_value"] + out["loss_actor"]
-
-        self.losses = torch.compile(losses, mode=mode)
-        self.optimizers = list(tr.optimizers.values())
-        self.rb = tr.rl_rb
-        self.note = "library modules, benchmark-side wiring"
-
-    def step(self):
-        loss = self.losses(self.rb.sample())
-        loss.backward()
-        for opt in self.optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        self.trainer.target_updater.step()
-        return loss.detach()
-
-
-class TABBFastBench(Bench):
-    """``benchmarks/fast_tabb.py`` on the same prepared trainer state (benchmark-only path)."""
-
-    def __init__(self, source, target, compiled: bool, mode: str | None, fused: bool = True):
-        from fast_tabb import FastTABBUpdate
-
-        self.name = ("TABB fast path (benchmark-only)" + ("" if fused else " foreach Adam")
+    def __init__(self, source, target, compiled: bool, mode: str | None, update: str, algo: str = "tabb"):
+        self.name = (f"{algo} recipe, optim.update={update}" + (" (default)" if update == "fused" else "")
                      + (" compiled" if compiled else ""))
-        self.cfg, self.trainer = build_trainer(source, target, [])
+        self.recipe = algo == "tabb"
+        overrides = [f"compile.enabled={str(compiled).lower()}", f"optim.update={update}", f"algo={algo}"]
+        if mode:
+            overrides.append(f"compile.mode={mode}")
+        self.cfg, self.trainer = build_trainer(source, target, overrides)
         self.trainer.progress.phase = "rl"
-        self.trainer.prepare_rl()
-        self.fast = FastTABBUpdate(self.trainer, compile=compiled, mode=mode, fused=fused)
-        self.note = "same math, same parameters; see fast_tabb.py"
+        t0 = time.perf_counter()
+        self.trainer.prepare_rl()  # freeze, cache latents, buffer, update
+        self.cache_s = time.perf_counter() - t0
+        self.note = f"TABBTrainer.rl_step(); latent cache {self.trainer.latent_cache_mb:.0f} MiB in {self.cache_s:.1f} s"
 
     def step(self):
-        return self.fast()
-
-
-def equivalence() -> tuple[float, float]:
-    """Library update vs fast update: max |diff| of parameters and losses after 5 steps."""
-    from fast_tabb import check_equivalence
-
-    source, target = make_data(5_000, 1_000, seed=1)
-
-    def factory():
-        out = []
-        for _ in range(2):
-            torch.manual_seed(0)
-            _, tr = build_trainer(source, target, ["optim.update=modular"])
-            tr.progress.phase = "rl"
-            tr.prepare_rl()
-            out.append(tr)
-        return out
-
-    return check_equivalence(factory, steps=5)
+        return self.trainer.rl_step()
 
 
 # ----------------------------------------------------------------------------- timing
@@ -331,33 +238,22 @@ def warmup(bench: Bench, n: int) -> None:
 
 
 def time_pretraining(source, target, n_steps: int) -> dict:
-    """Stage-1 / stage-2 steps per second as the trainer runs them, and the caching time."""
+    """Stage-1 / stage-2 steps per second as the trainer runs them (its public step methods)."""
     cfg, trainer = build_trainer(source, target, [])
-    lm = trainer.latent_model
     trainer.model_loss.stage = 1
-    lm.unfreeze()
+    trainer.latent_model.unfreeze()
     for _ in range(5):
-        trainer._stage1_update(trainer.pretrain_rb.sample())
+        trainer.stage1_step()
     t0 = time.perf_counter()
     for _ in range(n_steps):
-        trainer._stage1_update(trainer.pretrain_rb.sample())
+        trainer.stage1_step()
     s1 = n_steps / (time.perf_counter() - t0)
     trainer.model_loss.stage = 2
-    n_train = trainer.target_train.shape[0]
-    bs = int(cfg.pretrain.stage2_batch_size)
-
-    def stage2_step():
-        idx = torch.randint(0, n_train, (bs,), generator=trainer.stage2_gen)
-        out = trainer.model_loss(trainer.target_train[idx])
-        trainer.stage2_optimizer.zero_grad(set_to_none=True)
-        out["loss_model"].backward()
-        trainer.stage2_optimizer.step()
-
     for _ in range(5):
-        stage2_step()
+        trainer.stage2_step()
     t0 = time.perf_counter()
     for _ in range(n_steps):
-        stage2_step()
+        trainer.stage2_step()
     s2 = n_steps / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     trainer.holdout_loss()
@@ -407,8 +303,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=30, help="warm-up updates (compilation included)")
     p.add_argument("--source", type=int, default=200_000, help="source transitions (target: 5,000)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (None = default)")
-    p.add_argument("--only", default=None, help="comma-separated subset: plain,torchrl,tabb,fast")
-    p.add_argument("--fused", action="store_true", help="also time the fast path with foreach (not fused) Adam")
+    p.add_argument("--only", default=None, help="comma-separated subset: plain,torchrl,tabb,modular")
+    p.add_argument("--algos", default="", help="comma-separated other algos timed on the default update "
+                   "(their cost per update against tabb's), e.g. iql_mixed")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     p.add_argument("--pretrain", action="store_true", help="also time latent pre-training")
     p.add_argument("--pretrain-steps", type=int, default=200)
@@ -429,27 +326,21 @@ def main() -> None:
     full = torch.cat([source, target])
     flat = (full["observation"], full["action"], full["next", "reward"].squeeze(-1),
             full["next", "observation"], full["next", "terminated"].squeeze(-1).float())
-    only = set(args.only.split(",")) if args.only else {"plain", "torchrl", "tabb", "fast"}
-    eq = equivalence() if "fast" in only else None
-    if eq is not None:
-        print(f"fast path vs library update, 5 steps from the same state: max |param diff| {eq[0]:.1e}, "
-              f"max |loss diff| {eq[1]:.1e}", flush=True)
+    only = set(args.only.split(",")) if args.only else {"plain", "torchrl", "tabb", "modular"}
+    algos = [a for a in args.algos.split(",") if a]
     variants = [False] if args.no_compile else [False, True]
     benches: list[Bench] = []
     for compiled in variants:
         if "plain" in only or not benches:
             benches.append(PlainBench(flat, compiled, args.compile_mode))
-        if "torchrl" in only:
+        if "torchrl" in only and not compiled:
             benches.append(TorchRLIQLBench(full, compiled, args.compile_mode))
+        if "modular" in only:
+            benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "modular"))
         if "tabb" in only:
-            benches.append(TABBLibraryBench(source, target, compiled, args.compile_mode))
-            benches.append(TABBLibraryFusedBench(source, target, compiled, args.compile_mode))
-        if "libloss" in only and compiled:
-            benches.append(TABBLibraryLossCompiledBench(source, target, args.compile_mode))
-        if "fast" in only:
-            benches.append(TABBFastBench(source, target, compiled, args.compile_mode))
-            if compiled and args.fused:  # foreach instead of fused Adam, for comparison
-                benches.append(TABBFastBench(source, target, compiled, args.compile_mode, fused=False))
+            benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused"))
+        for algo in algos:
+            benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused", algo))
     # the reference (uncompiled plain IQL) always first
     for b in benches:
         warmup(b, args.warmup)
@@ -482,28 +373,23 @@ def main() -> None:
     print(table)
 
     pre_md = ""
+    recipe = [b for b in benches if getattr(b, "recipe", False) and "fused" in b.name]
     if args.pretrain:
         pt = time_pretraining(source, target, args.pretrain_steps)
-        tabb_lib = max((b for b in benches if getattr(b, "recipe", False)), key=lambda b: med[b.name])
-        tabb_best = max((b for b in benches if b.name.startswith("TABB")), key=lambda b: med[b.name])
-        cache_s = getattr(tabb_lib, "cache_s", 0.0) * (1_000_000 + 5_000) / (args.source + 5_000)
-        pre_md = pretraining_table(pt, cache_s, {tabb_lib.name: med[tabb_lib.name],
-                                                 tabb_best.name: med[tabb_best.name]})
+        best = max(recipe, key=lambda b: med[b.name])
+        cache_s = best.cache_s * (1_000_000 + 5_000) / (args.source + 5_000)
+        pre_md = pretraining_table(pt, cache_s, {best.name: med[best.name]})
         print()
         print(pre_md)
 
-    best = max((b for b in benches if b.name.startswith("TABB")), key=lambda b: med[b.name], default=None)
-    lib_best = max((b for b in benches if getattr(b, "recipe", False)), key=lambda b: med[b.name],
-                   default=None)
     summary_lines = []
-    if eq is not None:
-        summary_lines.append(f"Fast path vs library update, 5 steps from the same state and rows: max |parameter "
-                             f"difference| {eq[0]:.1e}, max |loss difference| {eq[1]:.1e}.")
-    if lib_best is not None:
-        summary_lines.append(f"Best recipe path: {lib_best.name}, {med[lib_best.name] / ref:.2f}x plain IQL.")
-    if best is not None:
-        summary_lines.append(f"Best TABB configuration: {best.name}, **{med[best.name] / ref:.2f}x** plain IQL "
-                             f"(`tabb/plain_iql = {med[best.name] / ref:.2f}`).")
+    for b in recipe:
+        summary_lines.append(f"{b.name}: **{med[b.name] / ref:.2f}x** plain IQL (uncompiled).")
+    tabb_rate = {("compiled" in b.name): med[b.name] for b in recipe}
+    for b in benches:
+        if not getattr(b, "recipe", False) and b.name.split(" ")[0] in algos:
+            base = tabb_rate.get("compiled" in b.name)
+            summary_lines.append(f"{b.name}: {base / med[b.name]:.2f}x tabb's time per update.")
     for line in summary_lines:
         print(line)
     if args.markdown:
@@ -524,7 +410,10 @@ def main() -> None:
             md += ["## Cost of pre-training", "", pre_md, ""]
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text("\n".join(md))
-    if best is not None:
+    for b in recipe:  # the recipe's own update over uncompiled plain IQL, eager and compiled
+        print(f"tabb/plain_iql{' (compiled)' if 'compiled' in b.name else ' (uncompiled)'} = {med[b.name] / ref:.2f}")
+    if recipe:
+        best = max(recipe, key=lambda b: med[b.name])
         print(f"tabb/plain_iql = {med[best.name] / ref:.2f}")
 
 

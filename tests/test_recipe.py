@@ -241,7 +241,7 @@ def test_dataset_paths_and_validation_errors(workdir):
 
 def test_medium_quality_path_when_policies_are_shipped(workdir):
     """The default (medium) data path, at tiny sizes; needs the shipped behaviour policies."""
-    from tabb_torchrl.data.policies import list_behavior_policies
+    from tabb_torchrl.behavior.policies import list_behavior_policies
 
     shipped = set(list_behavior_policies())
     needed = {("Hopper-v5", "medium"), ("tabb/Hopper-morph-v0", "medium")}
@@ -311,10 +311,39 @@ def test_fused_update_is_the_default_and_checkpoints_record_it(workdir, tabb_run
     assert "optim.update=fused" in proc.stderr + proc.stdout
 
 
-def test_unsupported_fused_configuration_falls_back_to_modular(workdir):
-    """h's termination head in the aligned targets is not in FusedTABBUpdate: the modular update runs."""
-    run_dir = workdir / "fallback"
+def test_predicted_termination_runs_on_the_fast_update(workdir):
+    """h's termination head in the aligned targets (a TABB option) runs on the default fast update."""
+    run_dir = workdir / "termination_head"
     proc = _check(_run([*_base(workdir), "model.termination_head=true", "loss.use_predicted_termination=true",
                         "optim.steps=20", "eval.every=20", f"run_dir={run_dir}"], cwd=workdir))
-    assert "using the modular update" in proc.stdout + proc.stderr
+    assert "modular" not in proc.stdout + proc.stderr
     assert _summary(run_dir)["steps"] == 20
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["rl_update"] == "fused"
+
+
+
+def test_a_user_method_plugs_into_the_recipe(workdir):
+    """A cross-domain method in the user's own module runs from the recipe (algo.method + algo.method_module)."""
+    (workdir / "toy_methods.py").write_text(
+        "import torch\n"
+        "from tabb_torchrl.methods import CrossDomainMethod, SourceEdit, register_method\n\n"
+        "class HalfWeight(CrossDomainMethod):\n"
+        "    def __init__(self, w=0.5):\n"
+        "        super().__init__()\n"
+        "        self.w = w\n"
+        "    def edit_source(self, rows):\n"
+        "        return SourceEdit(weight=torch.full_like(rows.reward, self.w))\n\n"
+        "register_method('half_weight', HalfWeight)\n"
+    )
+    run_dir = workdir / "user_method"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(workdir))
+    args = [*_base(workdir), "algo.method=half_weight", "+algo.method_module=toy_methods",
+            "+algo.method_kwargs={w: 0.25}", "optim.steps=20", "eval.every=20", f"run_dir={run_dir}"]
+    _check(subprocess.run([sys.executable, str(SCRIPT), *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=240))
+    assert _summary(run_dir)["steps"] == 20
+    csv = (run_dir / "logs").rglob("train/mean_weight.csv")
+    values = [float(line.split(",")[-1]) for f in csv for line in f.read_text().splitlines() if line.strip()]
+    assert values and all(abs(v - 0.25) < 1e-6 for v in values)
+    bad = _run([*_base(workdir), "algo.method=nope", f"run_dir={workdir / 'bad_method'}"], cwd=workdir)
+    assert bad.returncode == 2 and "algo.method='nope'" in bad.stderr

@@ -293,6 +293,17 @@ def validate_config(cfg: Any) -> None:
         ) from err
     from tabb_torchrl.methods import METHODS
 
+    module = _get(cfg, "algo.method_module")
+    if module:  # a user's module that registers its method (tabb_torchrl.methods.register_method)
+        import importlib
+
+        try:
+            importlib.import_module(str(module))
+        except ImportError as err:
+            raise ConfigError(
+                f"algo.method_module={module!r} cannot be imported ({err}). Fix: pass an importable module "
+                "(on PYTHONPATH) that calls tabb_torchrl.methods.register_method."
+            ) from err
     method = _get(cfg, "algo.method")
     _require(
         method in METHODS,

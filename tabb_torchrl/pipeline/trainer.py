@@ -212,12 +212,30 @@ class TABBTrainer:
         return log_metrics(self.logger, named, step)
 
     # ------------------------------------------------------------------ stage 1
-    def _stage1_update(self, batch: TensorDictBase) -> TensorDictBase:
-        out = self.model_loss(batch)
-        self.stage1_optimizer.zero_grad(set_to_none=True)
-        out["loss_model"].backward()
-        self.stage1_optimizer.step()
-        self.model_loss.update_target()
+    def stage1_step(self) -> TensorDictBase:
+        """One stage-1 step: a source + target batch, Eq. 6 on ``f, g, h``; returns the detached loss entries."""
+        with timeit("pretrain/sample"):
+            batch = self.pretrain_rb.sample()
+        with timeit("pretrain/update"):
+            out = self.model_loss(batch)
+            self.stage1_optimizer.zero_grad(set_to_none=True)
+            out["loss_model"].backward()
+            self.stage1_optimizer.step()
+            self.model_loss.update_target()
+        return out.detach()
+
+    def stage2_step(self) -> TensorDictBase:
+        """One stage-2 step: a batch of the target training split, Eq. 6 on ``h`` alone."""
+        n_train = self.target_train.shape[0]
+        batch_size = int(_get(self.cfg, "pretrain.stage2_batch_size"))
+        with timeit("pretrain/sample"):
+            idx = torch.randint(0, n_train, (batch_size,), generator=self.stage2_gen)
+            batch = self.target_train[idx.to(self.target_train.device)]
+        with timeit("pretrain/update"):
+            out = self.model_loss(batch)
+            self.stage2_optimizer.zero_grad(set_to_none=True)
+            out["loss_model"].backward()
+            self.stage2_optimizer.step()
         return out.detach()
 
     def pretrain_stage1(self) -> None:
@@ -227,10 +245,7 @@ class TABBTrainer:
         self.latent_model.unfreeze()
         with self._pbar(total, self.progress.stage1_step, "pretrain stage 1") as pbar:
             while self.progress.stage1_step < total:
-                with timeit("pretrain/sample"):
-                    batch = self.pretrain_rb.sample()
-                with timeit("pretrain/update"):
-                    out = self._stage1_update(batch)
+                out = self.stage1_step()
                 self.progress.stage1_step += 1
                 pbar.update(1)
                 if self.progress.stage1_step % self.log_every == 0 or self.progress.stage1_step == total:
@@ -268,9 +283,7 @@ class TABBTrainer:
         total = int(_get(self.cfg, "pretrain.stage2_steps"))
         every = int(_get(self.cfg, "pretrain.holdout_every"))
         patience = _get(self.cfg, "pretrain.stage2_patience")
-        batch_size = int(_get(self.cfg, "pretrain.stage2_batch_size"))
         self.model_loss.stage = 2
-        n_train = self.target_train.shape[0]
         if self.progress.stage2_step == 0 and self.stage2_best["state"] is None:
             self._stage2_eval()  # the stage-1 h is a candidate too
         with self._pbar(total, self.progress.stage2_step, "pretrain stage 2") as pbar:
@@ -279,14 +292,7 @@ class TABBTrainer:
                     _LOG.info("stage 2: no held-out improvement in %s evaluations; stopping at step %d",
                               patience, self.progress.stage2_step)
                     break
-                with timeit("pretrain/sample"):
-                    idx = torch.randint(0, n_train, (batch_size,), generator=self.stage2_gen)
-                    batch = self.target_train[idx.to(self.target_train.device)]
-                with timeit("pretrain/update"):
-                    out = self.model_loss(batch)
-                    self.stage2_optimizer.zero_grad(set_to_none=True)
-                    out["loss_model"].backward()
-                    self.stage2_optimizer.step()
+                out = self.stage2_step()
                 self.progress.stage2_step += 1
                 pbar.update(1)
                 step = self.progress.stage2_step
@@ -294,7 +300,7 @@ class TABBTrainer:
                     self._stage2_eval()
                     pbar.set_postfix(holdout=f"{self.stage2_best['loss']:.3g}")
                 if step % self.log_every == 0 or step == total:
-                    self._log(dict(out.detach().items()), step, "pretrain_stage2")
+                    self._log(dict(out.items()), step, "pretrain_stage2")
                 if step == total:
                     self._finish_stage2()
                 self._after_step(phase_end=step == total)
