@@ -125,3 +125,77 @@ def test_masked_mean():
     torch.testing.assert_close(masked_mean(x, mask, dim=0), torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(masked_mean(x.T, mask.expand(2, 2), dim=-1), torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(masked_mean(torch.tensor([1.0, float("nan")]), mask), torch.tensor(1.0))
+
+
+# ----------------------------------------------------------------------------- Eqs. 5, 8-10 by hand
+from tabb_torchrl.objectives.functional import (  # noqa: E402
+    awr_actor_loss,
+    critic_loss,
+    gaussian_log_prob,
+    split_mean,
+    target_aligned_backup,
+    value_loss,
+)
+
+
+def test_target_aligned_backup_by_hand():
+    # y = 1 + 0.5 * 4 = 3 ; y_hat = 0.5 + 0.5 * 2 = 1.5 ; terminal row: y = 1, y_hat = 0.5
+    out = target_aligned_backup(torch.tensor([1.0, 1.0]), torch.tensor([4.0, 4.0]), torch.tensor([0.5, 0.5]),
+                                torch.tensor([2.0, 2.0]), torch.tensor([False, True]), gamma=0.5)
+    assert out.realised.tolist() == [3.0, 1.0]
+    assert out.aligned.tolist() == [1.5, 0.5]
+    assert out.tbm.tolist() == [1.5, 0.5]
+    # a predicted termination replaces d in the aligned target only
+    out = target_aligned_backup(torch.tensor([1.0]), torch.tensor([4.0]), torch.tensor([0.5]), torch.tensor([2.0]),
+                                torch.tensor([False]), gamma=0.5, terminated_hat=torch.tensor([1.0]))
+    assert out.realised.tolist() == [3.0] and out.aligned.tolist() == [0.5]
+
+
+def test_split_mean_counts_each_domain_over_its_own_rows():
+    loss = torch.tensor([[1.0, 3.0, 5.0, 10.0, 20.0]])
+    src = torch.tensor([True, True, True, False, False])
+    keep = src & torch.tensor([True, False, True, True, True])  # a row filter drops the second source row
+    w = torch.tensor([2.0, 7.0, 0.5, 1.0, 1.0])
+    # target mean 15 ; kept source rows (2*1 + 0.5*5) / 2 = 2.25
+    assert split_mean(loss, ~src, keep, w).tolist() == [17.25]
+    assert split_mean(loss, ~src).tolist() == [15.0]
+    assert split_mean(loss).tolist() == pytest.approx([7.8])
+    # no source rows at all: the source term is 0, not NaN
+    assert split_mean(loss, torch.ones(5, dtype=torch.bool), torch.zeros(5, dtype=torch.bool)).tolist() == \
+        pytest.approx([7.8])
+
+
+def test_critic_loss_by_hand():
+    q = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    y = torch.tensor([0.5, 3.0, 0.0, 2.0])
+    src = torch.tensor([True, True, False, False])
+    w = torch.tensor([2.0, 0.5, 1.0, 1.0])
+    # critic 1: huber(.5)=.125, huber(3)=2.5, huber(0)=0, huber(2)=1.5 -> .75 + (2*.125 + .5*2.5)/2 = 1.5
+    # critic 2: u = .5, -2, 1, -1 -> .125, 1.5, .5, .5 -> .5 + (.25 + .75)/2 = 1.0
+    assert critic_loss(q, y, ~src, src, w).item() == pytest.approx(1.25)
+    # squared loss (delta=None): critic 1 only
+    sq = critic_loss(q[:1], y, ~src, src, w, delta=None).item()
+    assert sq == pytest.approx((0 + 2) / 2 + (2 * 0.125 + 0.5 * 4.5) / 2)
+
+
+def test_value_loss_and_awr_by_hand():
+    # expectile 0.9: u = 1 -> 0.9 ; u = -2 -> 0.1 * 4 = 0.4
+    assert value_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), 0.9).item() == pytest.approx(0.65)
+    lp = torch.tensor([-1.0, -2.0, -3.0])
+    adv = torch.tensor([0.0, 1.0, 10.0])
+    # beta 1: weights 1, e, clip 5 -> (1 + 2e + 15) / 3
+    expected = (1.0 + 2 * math.e + 15.0) / 3
+    assert awr_actor_loss(lp, adv, beta=1.0, max_weight=5.0).item() == pytest.approx(expected)
+    # the clip matters: without it the third row weighs e^10
+    assert awr_actor_loss(lp, adv, beta=1.0, max_weight=1e9).item() > 1e4
+    # no gradient through the advantage
+    a = adv.clone().requires_grad_(True)
+    awr_actor_loss(lp.clone().requires_grad_(True), a, beta=1.0).backward()
+    assert a.grad is None
+
+
+def test_gaussian_log_prob_matches_torch_normal():
+    g = torch.Generator().manual_seed(0)
+    x, mu, ls = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g), torch.randn(3, generator=g) * 0.3
+    ref = torch.distributions.Normal(mu, ls.exp()).log_prob(x).sum(-1)
+    torch.testing.assert_close(gaussian_log_prob(x, mu, ls), ref)
