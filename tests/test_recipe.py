@@ -347,3 +347,43 @@ def test_a_user_method_plugs_into_the_recipe(workdir):
     assert values and all(abs(v - 0.25) < 1e-6 for v in values)
     bad = _run([*_base(workdir), "algo.method=nope", f"run_dir={workdir / 'bad_method'}"], cwd=workdir)
     assert bad.returncode == 2 and "algo.method='nope'" in bad.stderr
+
+
+def test_method_hooks_prepare_once_and_columns_on_resume(workdir):
+    """A method's prepare() runs once per run (its state is checkpointed); add_columns() writes per-row
+    columns that edit_source() reads, again after a resume; raw features skip the latent pre-training."""
+    (workdir / "hook_methods.py").write_text(
+        "import os, torch\n"
+        "from tabb_torchrl.methods import CrossDomainMethod, SourceEdit, register_method\n\n"
+        "class Hooked(CrossDomainMethod):\n"
+        "    columns = ('bonus',)\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.register_buffer('level', torch.zeros(()))\n"
+        "    def prepare(self, source, target, *, device=None, progress=False):\n"
+        "        with open(os.environ['HOOK_LOG'], 'a') as f:\n"
+        "            f.write('prepare\\n')\n"
+        "        self.level.fill_(float(source['next', 'reward'].mean()))\n"
+        "    def add_columns(self, data):\n"
+        "        data.set('bonus', torch.full((data.shape[0],), 2.0) + 0 * self.level)\n"
+        "    def edit_source(self, rows):\n"
+        "        return SourceEdit(weight=rows.columns['bonus'] / 2.0, metrics={'level': self.level.clone()})\n\n"
+        "register_method('hooked', Hooked)\n"
+    )
+    run_dir, log = workdir / "hooked", workdir / "hook.log"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(workdir), HOOK_LOG=str(log))
+    args = [*_base(workdir), "algo=iql_mixed", "algo.method=hooked", "+algo.method_module=hook_methods",
+            "algo.features=raw", "optim.steps=40", "eval.every=20", "checkpoint.every=10", f"run_dir={run_dir}"]
+
+    def run(*extra):
+        return _check(subprocess.run([sys.executable, str(SCRIPT), *args, *extra], cwd=workdir, env=env,
+                                     capture_output=True, text=True, timeout=240))
+
+    run("max_steps_this_session=20")
+    run("resume=true")
+    assert log.read_text().count("prepare") == 1
+    summary = _summary(run_dir)
+    assert summary["steps"] == 40 and summary["pretrain_steps"] == {"stage1": 0, "stage2": 0}
+    level = [float(line.split(",")[-1]) for f in (run_dir / "logs").rglob("train/level.csv")
+             for line in f.read_text().splitlines() if line.strip()]
+    assert level and len(set(level)) == 1 and level[0] != 0.0  # prepare()'s state survived the resume

@@ -146,7 +146,12 @@ class CrossDomainMethod(nn.Module):
     source_in_actor: bool = False
 
     def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
-        """Pre-training or per-row pre-computation, once before RL (default: nothing).
+        """Pre-training, once before RL (default: nothing).
+
+        The recipe's trainer calls it once per run, before the RL buffer is built; its
+        result must live in the method's parameters and buffers (saved with the loss
+        module's ``state_dict``, hence in checkpoints), so a resumed run does not call
+        it again. Per-row results go through :meth:`add_columns`.
 
         Args:
             source (TensorDictBase): the source transitions (stored columns may be added in place).
@@ -155,6 +160,18 @@ class CrossDomainMethod(nn.Module):
         Keyword Args:
             device (torch.device, optional): where to train.
             progress (bool): show a progress bar.
+        """
+
+    def add_columns(self, data) -> None:
+        """Write the method's per-row columns into the data the RL buffer stores (default: none).
+
+        Called once per stored dataset part (after :meth:`prepare`, after TABB's latents
+        are cached), and again on resume (the stored data is not checkpointed), so it
+        must be a deterministic function of the method's state.
+
+        Args:
+            data (TensorDictBase): the concatenated source and target rows (``"domain"``
+                column set), or one of them; columns are set in place.
         """
 
     def edit_source(self, rows: SourceRows) -> SourceEdit:

@@ -271,6 +271,7 @@ def validate_config(cfg: Any) -> None:
         "logger.backend": ("csv", "tensorboard", "wandb", "", None),
         "eval.reference": ("odrl", "ours"),
         "optim.update": ("fused", "modular", None),
+        "algo.features": ("latent", "raw", None),
         "data.reward_scale": ("none", "iql_locomotion", None),
     }
     for key, valid in choices.items():

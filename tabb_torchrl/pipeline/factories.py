@@ -391,8 +391,12 @@ def make_rl_networks(cfg: Any, obs_dim: int, action_dim: int, latent_model):
 
     m = _get(cfg, "model")
     act = m["activation"]
-    qvalue = make_latent_qvalue(latent_model.latent_sa_dim, hidden_sizes=tuple(m["qvalue_hidden"]), activation=act)
-    value = make_latent_value(latent_model.latent_state_dim, hidden_sizes=tuple(m["value_hidden"]), activation=act)
+    if _get(cfg, "algo.features", "latent") == "raw":  # methods on raw states: Q([s, a]), V(s)
+        q_in, v_in = obs_dim + action_dim, obs_dim
+    else:
+        q_in, v_in = latent_model.latent_sa_dim, latent_model.latent_state_dim
+    qvalue = make_latent_qvalue(q_in, hidden_sizes=tuple(m["qvalue_hidden"]), activation=act)
+    value = make_latent_value(v_in, hidden_sizes=tuple(m["value_hidden"]), activation=act)
     actor = make_actor(
         obs_dim,
         action_dim,
@@ -466,7 +470,7 @@ def make_loss(cfg: Any, actor, qvalue, value, latent_model):
         value,
         latent_model,
         method=make_method(cfg, value),
-        features="latent",
+        features=str(_get(cfg, "algo.features", "latent")),
         num_qvalue_nets=int(lc["num_qvalue_nets"]),
         gamma=float(lc["gamma"]),
         expectile=float(lc["expectile"]),
@@ -498,9 +502,11 @@ def make_pretrain_buffer(cfg: Any, source, target_train, *, seed: int, device):
     )
 
 
-def make_rl_buffer(cfg: Any, source, target, latent_model, *, seed: int, device):
+def make_rl_buffer(cfg: Any, source, target, latent_model, *, seed: int, device, method=None):
     """The RL buffer (``data.n_source`` + ``data.n_target`` rows per batch), with the latents of every
-    stored row cached in its storage when ``pretrain.cache_latents`` (the latent model must be frozen).
+    stored row cached in its storage when ``pretrain.cache_latents`` (the latent model must be frozen;
+    ``algo.features=raw`` caches none) and the cross-domain method's own columns
+    (:meth:`~tabb_torchrl.methods.CrossDomainMethod.add_columns`).
 
     Returns:
         ``(replay_buffer, latent_cache_bytes)``.
@@ -508,13 +514,16 @@ def make_rl_buffer(cfg: Any, source, target, latent_model, *, seed: int, device)
     from tabb_torchrl.data import make_source_target_buffer
 
     n_source, n_target = batch_split(cfg)
-    cache = bool(_get(cfg, "pretrain.cache_latents"))
+    cache = bool(_get(cfg, "pretrain.cache_latents")) and _get(cfg, "algo.features", "latent") == "latent"
     bs = int(_get(cfg, "pretrain.cache_batch_size"))
     nbytes = [0]
 
-    def cache_latents(td):
-        latent_model.cache_latents(td, batch_size=bs)
-        nbytes[0] += latent_cache_bytes(td, latent_model.out_keys)
+    def columns(td):
+        if cache:
+            latent_model.cache_latents(td, batch_size=bs)
+            nbytes[0] += latent_cache_bytes(td, latent_model.out_keys)
+        if method is not None:
+            method.add_columns(td)
 
     rb = make_source_target_buffer(
         source if n_source else None,
@@ -525,7 +534,7 @@ def make_rl_buffer(cfg: Any, source, target, latent_model, *, seed: int, device)
         scratch_dir=_get(cfg, "data.scratch_dir"),
         seed=seed,
         device=device,
-        columns=cache_latents if cache else None,
+        columns=columns,
     )
     return rb, nbytes[0]
 

@@ -178,6 +178,7 @@ class TABBTrainer:
         self.stage2_optimizer = torch.optim.Adam(self.latent_model.predictor.parameters(), lr=lr)
         self.rl_rb = None
         self.rl_update = None  # make_rl_update(...), set by prepare_rl
+        self.method_prepared = False  # the cross-domain method's prepare() ran (saved in checkpoints)
         self._update_intervals: list[float] = []  # seconds per RL update, per log interval
 
     # ------------------------------------------------------------------ helpers
@@ -319,9 +320,18 @@ class TABBTrainer:
     def prepare_rl(self) -> None:
         """Freeze ``f, g, h``, build the RL buffer (caching the latents of every stored row) and the update."""
         self.latent_model.freeze()
+        method = self.loss_module.method
+        if not self.method_prepared:  # the method's own pre-training, once per run (checkpointed with the loss)
+            t0 = time.time()
+            method.prepare(self.source, self.target, device=self.device, progress=self.show_progress)
+            self.method_prepared = True
+            from tabb_torchrl.methods import CrossDomainMethod
+
+            if type(method).prepare is not CrossDomainMethod.prepare:  # logged only when it did something
+                _LOG.info("method %s prepared in %.1f s", method.name, time.time() - t0)
         t0 = time.time()
         self.rl_rb, nbytes = make_rl_buffer(self.cfg, self.source, self.target, self.latent_model,
-                                            seed=self._rl_seed, device=self.device)
+                                            seed=self._rl_seed, device=self.device, method=method)
         if nbytes:
             self.latent_cache_mb = nbytes / 2**20
             _LOG.info("cached latents of %d transitions in %.1f s: %.1f MiB",
@@ -405,6 +415,8 @@ class TABBTrainer:
         """
         self._session_start = time.time()
         self._session_start_step = self.progress.global_step
+        if _get(self.cfg, "algo.features", "latent") == "raw" and self.progress.phase in ("stage1", "stage2"):
+            self.progress.phase = "rl"  # methods on raw states: no latent model to pre-train
         try:
             if self.progress.phase == "stage1":
                 self.pretrain_stage1()
@@ -458,6 +470,7 @@ class TABBTrainer:
             "logger": None if self.logger is None else self.logger.state_dict(),
             "wall_time_s": self.wall_time(),
             "latent_cache_mb": self.latent_cache_mb,
+            "method_prepared": self.method_prepared,
         }
         return state
 
@@ -506,6 +519,7 @@ class TABBTrainer:
         self._wall_before = float(state["wall_time_s"])
         self._session_start = time.time()
         self.latent_cache_mb = float(state.get("latent_cache_mb", 0.0))
+        self.method_prepared = bool(state["method_prepared"])
         if self.progress.phase in ("rl", "done"):
             self.latent_model.freeze()
 
