@@ -295,3 +295,36 @@ def test_raw_feature_methods_run_on_both_paths():
         torch.testing.assert_close(b["loss_qvalue"], a["loss_qvalue"], **TOL)
         torch.testing.assert_close(b["loss_actor"], a["loss_actor"], **TOL)
     assert math.isfinite(float(b["loss_value"]))
+
+
+def test_learn_hook_sees_each_steps_rows_on_both_paths():
+    """A method that trains its own networks during RL gets the step's rows (source first) on either path."""
+    class Counting(PooledIQL):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def learn(self, rows, n_source, value):
+            self.seen.append((n_source, rows.reward.shape[0], float(value(rows.next_feature).mean())))
+            return {"learned": torch.tensor(float(len(self.seen)))}
+
+    def build():
+        gen = torch.Generator().manual_seed(123)
+        torch.manual_seed(0)
+        method = Counting()
+        loss = TABBLoss(make_actor(OBS, ACT, hidden_sizes=(16,)), make_latent_qvalue(LAT, hidden_sizes=(16,)),
+                        make_latent_value(LAT, hidden_sizes=(16,)), method=method)
+        rb = make_source_target_buffer(_data(40, gen), _data(24, gen), n_source=8, n_target=8, seed=0)
+        opts = [torch.optim.Adam(list(getattr(loss, f"{k}_network_params").flatten_keys().values()), lr=1e-2)
+                for k in ("qvalue", "value", "actor")]
+        return method, loss, rb, opts
+
+    m_a, loss_a, rb_a, opts_a = build()
+    m_b, loss_b, rb_b, opts_b = build()
+    modular = ModularUpdate(loss_a, rb_a, opts_a, SoftUpdate(loss_a, tau=0.05))
+    fast = FastCrossDomainUpdate(loss_b, rb_b, opts_b, polyak=1 - 0.95)
+    for step in range(3):
+        assert float(modular()["learned"]) == float(fast()["learned"]) == step + 1
+    assert [s[:2] for s in m_a.seen] == [s[:2] for s in m_b.seen] == [(8, 16)] * 3
+    for a, b in zip(m_a.seen, m_b.seen):  # the same rows and the same V after the update
+        assert a[2] == pytest.approx(b[2], abs=1e-5)

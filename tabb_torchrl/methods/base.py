@@ -23,9 +23,11 @@ method's own cached columns, and the value function) and returns a
 * ``metrics`` -- detached diagnostics to log.
 
 Around it, optional hooks: :meth:`CrossDomainMethod.prepare` (a pre-training
-phase or a per-row pre-computation before RL: TABB's latent model is trained by
-the recipe's trainer and caches its columns, IGDF's contrastive encoders, DARA's
-classifiers, DROCO's ensemble, OTDF's transport scores),
+phase before RL: TABB's latent model is trained by the recipe's trainer and caches
+its columns, IGDF's contrastive encoders, DARA's classifiers, DROCO's ensemble),
+:meth:`CrossDomainMethod.add_columns` (per-row pre-computations stored with the
+data: OTDF's transport scores), :meth:`CrossDomainMethod.learn` (training of the
+method's own networks during RL, on each step's batch: SRPO's discriminator),
 :meth:`CrossDomainMethod.actor_regularizer` (an extra actor term, e.g. OTDF's
 VAE log-likelihood) and :meth:`CrossDomainMethod.after_update` (per-step state
 such as an EMA). Class attributes say which rows the value and actor losses
@@ -210,6 +212,27 @@ class CrossDomainMethod(nn.Module):
         n, c, d = candidates.shape
         values = rows.value(candidates.reshape(n * c, d)).reshape(n, c)
         return values.mean(-1) if reduce == "mean" else values.amin(-1)
+
+    def learn(self, rows, n_source: int, value: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        """Train the method's own networks on the batch of this RL step (default: nothing).
+
+        Called after the RL update on the same rows (a
+        :class:`~tabb_torchrl.objectives.CrossDomainRows`, source rows first, detached),
+        outside the compiled losses, only when a subclass overrides it
+        (:attr:`has_learn`): e.g. SRPO's state discriminator, DARA's classifiers trained
+        alongside RL, a dynamics model refreshed during RL. The method owns its optimiser;
+        to checkpoint the optimiser's state, return it from ``get_extra_state`` and restore
+        it in ``set_extra_state`` (``nn.Module``'s hooks, saved with the loss module).
+
+        Returns:
+            dict: detached metrics to log.
+        """
+        return {}
+
+    @property
+    def has_learn(self) -> bool:
+        """Whether the subclass overrides :meth:`learn`."""
+        return type(self).learn is not CrossDomainMethod.learn
 
     def actor_regularizer(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor | None:
         """An extra actor loss term on the target rows' observations and the policy's mean actions (default none).

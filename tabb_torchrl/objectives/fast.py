@@ -243,6 +243,9 @@ class FastCrossDomainUpdate:
         optimizer_step(self.optimizers)
         with torch.no_grad():
             torch._foreach_lerp_(self._q_target, self._q_detached, self.polyak)
+        if self.method.has_learn:
+            value = self.networks().value_detached
+            metrics = {**metrics, **self.method.learn(self.rows(idx_src, idx_tgt), idx_src.shape[0], value)}
         self.method.after_update()
         return metrics
 

@@ -409,13 +409,14 @@ def make_rl_networks(cfg: Any, obs_dim: int, action_dim: int, latent_model):
     return actor, qvalue, value
 
 
-def make_method(cfg: Any, value_network=None):
+def make_method(cfg: Any, value_network=None, obs_dim: int | None = None, action_dim: int | None = None):
     """The cross-domain method of ``algo.method`` (:mod:`tabb_torchrl.methods`), from ``cfg.loss``.
 
     ``tabb`` reads ``loss.tau``, ``loss.scaling``, ``loss.std_eps``, ``loss.anchor``
     (``ema``: an EMA copy of ``value_network`` moved by ``loss.anchor_ema_tau``),
     ``loss.use_predicted_termination`` and ``algo.source_actor``; ``iql`` (IQL on the
-    pooled rows) reads nothing. Other registered methods get ``cfg.algo.method_kwargs``.
+    pooled rows) reads nothing. Other registered methods get ``cfg.algo.method_kwargs`` and,
+    where their constructor takes them, ``obs_dim``, ``action_dim``, ``env_id`` and ``gamma``.
 
     Examples:
         >>> make_method({"algo": {"method": "iql"}}).pooled
@@ -444,8 +445,18 @@ def make_method(cfg: Any, value_network=None):
             anchor_tau=float(lc["anchor_ema_tau"]),
             use_predicted_termination=bool(lc["use_predicted_termination"]),
         )
-    kwargs = _get(cfg, "algo.method_kwargs") or {}
-    return build(name, **dict(kwargs))
+    kwargs = dict(_get(cfg, "algo.method_kwargs") or {})
+    # what a method may need to build its networks: passed when its constructor takes it
+    import inspect
+
+    from tabb_torchrl.methods import METHODS
+
+    params = inspect.signature(METHODS[name]).parameters if name in METHODS else {}
+    for key, val in (("obs_dim", obs_dim), ("action_dim", action_dim), ("env_id", _get(cfg, "env.id")),
+                     ("gamma", _get(cfg, "loss.gamma"))):
+        if key in params and key not in kwargs and val is not None:
+            kwargs[key] = val
+    return build(name, **kwargs)
 
 
 def make_loss(cfg: Any, actor, qvalue, value, latent_model):
@@ -461,15 +472,17 @@ def make_loss(cfg: Any, actor, qvalue, value, latent_model):
     """
     from torchrl.objectives import SoftUpdate
 
+    from tabb_torchrl.modules import GaussianPolicyHead
     from tabb_torchrl.objectives import CrossDomainIQLLoss
 
     lc = _get(cfg, "loss")
+    head = next(m for m in actor.modules() if isinstance(m, GaussianPolicyHead))  # make_actor's policy
     loss = CrossDomainIQLLoss(
         actor,
         qvalue,
         value,
         latent_model,
-        method=make_method(cfg, value),
+        method=make_method(cfg, value, obs_dim=head.obs_dim, action_dim=int(head.log_std.shape[0])),
         features=str(_get(cfg, "algo.features", "latent")),
         num_qvalue_nets=int(lc["num_qvalue_nets"]),
         gamma=float(lc["gamma"]),

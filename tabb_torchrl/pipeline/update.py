@@ -75,8 +75,13 @@ class ModularUpdate:
         (out["loss_qvalue"] + out["loss_value"] + out["loss_actor"]).backward()
         optimizer_step(self.optimizers)
         self.target_updater.step()
-        self.loss_module.method.after_update()
-        return {k: v.detach() for k, v in out.items()}
+        metrics = {k: v.detach() for k, v in out.items()}
+        method = self.loss_module.method
+        if method.has_learn:
+            rows, n_source = self.loss_module.rows(batch)
+            metrics.update(method.learn(rows, n_source, self.loss_module.networks().value_detached))
+        method.after_update()
+        return metrics
 
     def __call__(self) -> dict[str, torch.Tensor]:
         """Sample a batch (``rb.sample()``) and run :meth:`step`."""
