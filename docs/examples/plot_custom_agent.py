@@ -20,7 +20,7 @@ hundred updates. With real datasets use the sizes of
 # Data: source and target transitions
 # ------------------------------------
 # Any TensorDict in the library's schema works (see :doc:`/datasets`); the
-# shipped loaders and ``tabb_torchrl.data.collect`` produce it. Here we roll
+# shipped loaders and ``tabb_torchrl.behavior.collect`` produce it. Here we roll
 # out random actions, which takes a fraction of a second.
 import matplotlib.pyplot as plt
 import numpy as np

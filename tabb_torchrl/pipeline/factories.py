@@ -95,7 +95,7 @@ def load_dataset(
     D4RL-style ``.hdf5``/``.h5`` file and ``spec["size"]`` caps the number of
     transitions used (the first ones); otherwise it is generated from the shipped
     behaviour policy of ``(env_id, spec["quality"])`` by
-    :func:`tabb_torchrl.data.collect.get_or_create_dataset` (cached).
+    :func:`tabb_torchrl.behavior.collect.get_or_create_dataset` (cached).
 
     Args:
         spec: ``{"quality", "size", "path", "download"}`` (``data.source`` / ``data.target``).
