@@ -19,10 +19,18 @@ from tabb_torchrl.methods.base import CrossDomainMethod, SourceEdit, SourceRows
 from tabb_torchrl.methods.iql import PooledIQL
 from tabb_torchrl.methods.tabb import TABB
 
+# baselines: one import line each (keep alphabetical)
+# end of baseline imports
+
 __all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "METHODS",
            "make_method", "register_method"]
 
-METHODS: dict[str, Callable[..., CrossDomainMethod]] = {"tabb": TABB, "iql": PooledIQL}
+METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
+    "tabb": TABB,
+    "iql": PooledIQL,
+    # baselines: one line each (keep alphabetical)
+    # end of baselines
+}
 """Registry name -> constructor of every cross-domain method (``algo.method`` of the recipe)."""
 
 
