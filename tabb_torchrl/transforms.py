@@ -11,7 +11,7 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.envs.transforms import Transform
 
-from tabb_torchrl.modules import LatentModel
+from tabb_torchrl.modules import LatentModel, evaluate_value  # noqa: F401  (evaluate_value re-exported)
 from tabb_torchrl.objectives.functional import (
     TBM_SCALINGS,
     effective_sample_size,
@@ -24,34 +24,6 @@ from tabb_torchrl.objectives.functional import (
 from tabb_torchrl.keys import SOURCE
 
 __all__ = ["TargetBellmanMismatch", "evaluate_value"]
-
-
-def evaluate_value(value_network: Callable, latent: torch.Tensor) -> torch.Tensor:
-    """Evaluates a latent value network ``V`` on a latent tensor.
-
-    Accepts a TensorDict module (reads its first in-key, returns its first
-    out-key, as built by :func:`~tabb_torchrl.make_latent_value`) or any callable
-    ``latent -> value``. Used for ``V(f(s'))`` and ``V(z_hat')`` of Eq. 5
-    (Liu & Long, arXiv 2605.22376).
-
-    Args:
-        value_network (TensorDictModuleBase or callable): ``V``.
-        latent (torch.Tensor): ``[N, d]`` latents.
-
-    Returns:
-        torch.Tensor: ``[N, 1]`` values.
-
-    Examples:
-        >>> import torch
-        >>> from tabb_torchrl import make_latent_value
-        >>> from tabb_torchrl.transforms import evaluate_value
-        >>> evaluate_value(make_latent_value(4, hidden_sizes=(8,)), torch.zeros(5, 4)).shape
-        torch.Size([5, 1])
-    """
-    if isinstance(value_network, TensorDictModuleBase):
-        td = TensorDict({value_network.in_keys[0]: latent}, batch_size=latent.shape[:-1])
-        return value_network(td).get(value_network.out_keys[0])
-    return value_network(latent)
 
 
 class TargetBellmanMismatch(Transform):

@@ -27,7 +27,7 @@ MODULES = _modules()
 
 
 def test_every_subpackage_is_discovered():
-    for name in ("tabb_torchrl.objectives.fast", "tabb_torchrl.methods.tabb", "tabb_torchrl.data.sampler", "tabb_torchrl.envs.registry",
+    for name in ("tabb_torchrl.objectives.fast", "tabb_torchrl.objectives.method", "tabb_torchrl.methods", "tabb_torchrl.data.sampler", "tabb_torchrl.envs.registry",
                  "tabb_torchrl.pipeline.trainer", "tabb_torchrl.diagnostic", "tabb_torchrl.results"):
         assert name in MODULES
 

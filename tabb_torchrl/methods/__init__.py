@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tabb_torchrl.methods.base import CrossDomainMethod, SourceEdit, SourceRows
-from tabb_torchrl.methods.iql import PooledIQL
-from tabb_torchrl.methods.tabb import TABB
+from tabb_torchrl.objectives.method import CrossDomainMethod, PooledIQL, SourceEdit, SourceRows
+from tabb_torchrl.objectives.tabb import TABB
 
 # baselines: one import line each (keep alphabetical)
 # end of baseline imports

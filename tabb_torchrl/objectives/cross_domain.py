@@ -26,6 +26,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
+from tabb_torchrl.objectives.method import SourceRows
 from tabb_torchrl.objectives.functional import (
     awr_actor_loss,
     bellman_target,
@@ -174,8 +175,6 @@ def cross_domain_losses(
         next_v = nets.value_detached(rows.next_feature)
         target = bellman_target(rows.reward, next_v, rows.terminated, s.gamma)
         if ns:
-            from tabb_torchrl.methods.base import SourceRows
-
             src = SourceRows(
                 reward=rows.reward[:ns], terminated=rows.terminated[:ns], next_value=next_v[:ns],
                 next_feature=rows.next_feature[:ns],

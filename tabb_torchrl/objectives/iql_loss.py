@@ -14,6 +14,7 @@ from torchrl.objectives.utils import _vmap_func
 
 from tabb_torchrl.keys import SOURCE, TARGET
 from tabb_torchrl.modules import LatentModel
+from tabb_torchrl.objectives.method import PooledIQL
 from tabb_torchrl.objectives.cross_domain import (
     CrossDomainNetworks,
     CrossDomainRows,
@@ -178,8 +179,6 @@ class CrossDomainIQLLoss(LossModule):
             raise ValueError(f"features must be 'latent' or 'raw', got {features!r}.")
         super().__init__()
         if method is None:
-            from tabb_torchrl.methods import PooledIQL
-
             method = PooledIQL()
         self.settings = settings
         self.method = method

@@ -1,13 +1,153 @@
-"""The TABB loss (Liu & Long, arXiv 2605.22376, Eqs. 8-10): the cross-domain IQL loss with the TABB method."""
+"""TABB as a plug-in of the cross-domain core (Liu & Long, arXiv 2605.22376): the :class:`TABB` method
+(target-aligned targets and TBM weights for source rows, Eqs. 5, 7, 8) and :class:`TABBLoss`, the
+cross-domain IQL loss with it (Eqs. 8-10).
+
+Its pre-training phase (the latent model ``f, g, h`` of Eq. 6, stages 1 and 2) is run by the
+recipe's trainer, which then caches the per-row columns the method reads: ``r_hat`` and
+``z_next_hat`` (``h(g(f(s), a))``).
+"""
 
 from __future__ import annotations
 
+import torch
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+from torch import nn
 
-from tabb_torchrl.modules import LatentModel
+from tabb_torchrl.modules import LatentModel, evaluate_value
+from tabb_torchrl.objectives.functional import TBM_SCALINGS, target_aligned_backup, tbm_weights
 from tabb_torchrl.objectives.iql_loss import CrossDomainIQLLoss
+from tabb_torchrl.objectives.method import CrossDomainMethod, PooledIQL, SourceEdit, SourceRows
 
-__all__ = ["TABBLoss"]
+__all__ = ["TABB", "TABBLoss"]
+
+
+def _as_value_fn(module: nn.Module):
+    """``latent -> [N]`` for a value TensorDictModule (or a plain module)."""
+    return lambda z: evaluate_value(module, z).reshape(z.shape[0])
+
+
+class TABB(CrossDomainMethod):
+    r"""Target-Aligned Bellman Backup on source rows (Liu & Long, arXiv 2605.22376, Eqs. 5, 7, 8).
+
+    For each source row, with ``V`` the value network at the start of the step::
+
+        y_hat  = r_hat + gamma (1 - d) V(z_hat')                        the source row's target (Eq. 8)
+        TBM    = | (r + gamma (1 - d) V_anc(f(s'))) - y_hat_anc |        (Eq. 5)
+        w      = n_s * softmax(-TBM / (temperature * s_B))              (Eq. 7)
+
+    ``V_anc = V`` by default **[reconstructed]**, or a slow EMA copy of ``V``
+    (``anchor``). Value and actor see target rows only (``source_actor=True``:
+    the SrcActor ablation, the actor also reads the weighted source rows).
+
+    Args:
+        temperature (float): ``tau > 0`` of Eq. 7. Defaults to ``1.0`` **[reconstructed]**.
+        scaling (str): ``"batch_std"`` (default **[reconstructed]**) or ``"absolute"``.
+        std_eps (float): added to the batch std of TBM (``> 0``). Defaults to ``1e-6``.
+
+    Keyword Args:
+        weights (str): ``"tbm"`` (default): the weights of Eq. 7, computed here; ``"batch"``:
+            read the ``"weight"`` column of the batch (written by the
+            :class:`~tabb_torchrl.TargetBellmanMismatch` transform on a replay buffer, or by
+            any other weighting scheme; ``1`` when the batch has none).
+        source_actor (bool): the SrcActor ablation. Defaults to ``False``.
+        anchor (nn.Module, optional): an EMA copy of the value network used as ``V_anc``.
+        value_network (nn.Module, optional): the value network the anchor follows
+            (required with ``anchor``).
+        anchor_tau (float): EMA rate of the anchor. Defaults to ``0.005``.
+        use_predicted_termination (bool): use the cached ``terminated_hat`` column in
+            the aligned target (needs a termination head; not in the paper). Defaults to ``False``.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.methods import TABB, SourceRows
+        >>> rows = SourceRows(reward=torch.tensor([1.0, 1.0]), terminated=torch.zeros(2),
+        ...     next_value=torch.tensor([2.0, 2.0]), next_feature=torch.zeros(2, 1),
+        ...     columns={"r_hat": torch.tensor([1.0, 0.0]), "z_next_hat": torch.tensor([[2.0], [2.0]])},
+        ...     value=lambda z: z.sum(-1), gamma=0.5)
+        >>> edit = TABB(scaling="absolute").edit_source(rows)
+        >>> edit.target          # r_hat + 0.5 * V(z_hat') = r_hat + 1
+        tensor([2., 1.])
+        >>> edit.metrics["mean_tbm"], edit.weight.sum()   # TBM = [0, 1]; mean weight 1
+        (tensor(0.5000), tensor(2.))
+    """
+
+    name = "tabb"
+    columns = ("r_hat", "z_next_hat")
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        scaling: str = "batch_std",
+        std_eps: float = 1e-6,
+        *,
+        weights: str = "tbm",
+        source_actor: bool = False,
+        anchor: nn.Module | None = None,
+        value_network: nn.Module | None = None,
+        anchor_tau: float = 0.005,
+        use_predicted_termination: bool = False,
+    ):
+        super().__init__()
+        if scaling not in TBM_SCALINGS:
+            raise ValueError(f"Unknown TBM scaling {scaling!r}; choose one of {TBM_SCALINGS}.")
+        if not temperature > 0:
+            raise ValueError(f"The TBM temperature (loss.tau) must be > 0, got {temperature}.")
+        if not std_eps > 0:
+            raise ValueError(
+                f"loss.std_eps must be > 0 (it keeps the batch-std scaling finite), got {std_eps}. "
+                "Fix: use the default 1e-6."
+            )
+        if weights not in ("tbm", "batch"):
+            raise ValueError(f"TABB: weights must be 'tbm' or 'batch', got {weights!r}.")
+        if anchor is not None and value_network is None:
+            raise ValueError("TABB: an EMA anchor needs the value_network it follows.")
+        self.temperature = float(temperature)
+        self.scaling = scaling
+        self.std_eps = float(std_eps)
+        self.source_in_actor = bool(source_actor)
+        self.anchor_tau = float(anchor_tau)
+        self.use_predicted_termination = bool(use_predicted_termination)
+        self.weights = weights
+        self.columns = (*type(self).columns, *(("terminated_hat",) if use_predicted_termination else ()),
+                        *(("weight", "tbm") if weights == "batch" else ()))
+        self.anchor = anchor
+        # not registered as a submodule: the value network belongs to the loss
+        self._follow = None if value_network is None else [value_network]
+        if anchor is not None:
+            self._anchor_params = [p for p in anchor.parameters()]
+            self._value_params = [p for p in value_network.parameters()]
+            if [p.shape for p in self._anchor_params] != [p.shape for p in self._value_params]:
+                raise ValueError("TABB: the anchor must be a copy of the value network.")
+
+    def edit_source(self, rows: SourceRows) -> SourceEdit:
+        """Target-aligned targets (Eq. 8) and TBM weights (Eqs. 5, 7) of the source rows."""
+        r_hat = rows.columns["r_hat"].reshape(-1)
+        z_hat = rows.columns["z_next_hat"]
+        d_hat = rows.columns["terminated_hat"].reshape(-1) if self.use_predicted_termination else None
+        backup = target_aligned_backup(rows.reward, rows.next_value, r_hat, rows.value(z_hat),
+                                       rows.terminated, rows.gamma, terminated_hat=d_hat)
+        tbm = backup.tbm
+        if self.weights == "batch":  # weights (and TBM) of a transform, or of the user's own scheme
+            weight, logged = rows.columns.get("weight"), rows.columns.get("tbm")
+            return SourceEdit(weight=None if weight is None else weight.reshape(-1), target=backup.aligned,
+                              metrics={} if logged is None else {"mean_tbm": logged.reshape(-1).mean()})
+        if self.anchor is not None:
+            anchor = _as_value_fn(self.anchor)
+            tbm = target_aligned_backup(rows.reward, anchor(rows.next_feature), r_hat, anchor(z_hat),
+                                        rows.terminated, rows.gamma, terminated_hat=d_hat).tbm
+        weight = tbm_weights(tbm, temperature=self.temperature, scaling=self.scaling, std_eps=self.std_eps)
+        return SourceEdit(weight=weight, target=backup.aligned, metrics={"mean_tbm": tbm.mean()})
+
+    def after_update(self) -> None:
+        """Moves the EMA anchor towards the value network (``loss.anchor=ema``)."""
+        if self.anchor is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._anchor_params, [p.detach() for p in self._value_params],
+                                     self.anchor_tau)
+
+    def extra_repr(self) -> str:
+        return (f"weights={self.weights!r}, temperature={self.temperature}, scaling={self.scaling!r}, std_eps={self.std_eps}, "
+                f"source_actor={self.source_in_actor}, anchor={'ema' if self.anchor is not None else 'value'}")
 
 
 class TABBLoss(CrossDomainIQLLoss):
@@ -109,8 +249,6 @@ class TABBLoss(CrossDomainIQLLoss):
         deactivate_vmap: bool = False,
     ) -> None:
         if method is None:
-            from tabb_torchrl.methods import TABB, PooledIQL
-
             if use_tbm:
                 method = TABB(temperature, scaling, std_eps, weights=weights, source_actor=source_actor,
                               use_predicted_termination=use_predicted_termination)
