@@ -6,7 +6,6 @@ builds TorchRL / tabb-torchrl objects, in the style of TorchRL's
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
