@@ -199,3 +199,14 @@ def test_gaussian_log_prob_matches_torch_normal():
     x, mu, ls = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g), torch.randn(3, generator=g) * 0.3
     ref = torch.distributions.Normal(mu, ls.exp()).log_prob(x).sum(-1)
     torch.testing.assert_close(gaussian_log_prob(x, mu, ls), ref)
+
+
+def test_critic_loss_with_a_source_threshold_of_its_own():
+    """DROCO-style: squared error on target rows, Huber(30) on source rows."""
+    q = torch.zeros(1, 3)
+    y = torch.tensor([40.0, 2.0, 3.0])
+    src, tgt = torch.tensor([True, True, False]), torch.tensor([False, False, True])
+    got = critic_loss(q, y, tgt, src, None, delta=None, source_delta=30.0).item()
+    # target: 0.5 * 9 = 4.5 ; source: huber30(40) = 30 * (40 - 15) = 750, 0.5 * 4 = 2 -> 376
+    assert got == pytest.approx(4.5 + 376.0)
+    assert critic_loss(q, y, tgt, src, None, delta=None).item() == pytest.approx(4.5 + (800 + 2) / 2)

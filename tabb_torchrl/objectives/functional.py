@@ -401,6 +401,7 @@ def critic_loss(
     weight: torch.Tensor | None = None,
     *,
     delta: float | None = 1.0,
+    source_delta: float | None | str = "same",
 ) -> torch.Tensor:
     """The weighted critic loss of TABB (Liu & Long, arXiv 2605.22376, Eq. 8), averaged over the ensemble.
 
@@ -416,6 +417,9 @@ def critic_loss(
 
     Keyword Args:
         delta (float or None): Huber threshold. Defaults to ``1.0`` **[reconstructed]**.
+        source_delta (float, None or "same"): the threshold on the source rows when it differs
+            (DROCO: Huber with ``delta=30`` on source rows, squared error on target rows).
+            Defaults to ``"same"`` (``delta``).
 
     Returns:
         torch.Tensor: scalar loss.
@@ -428,11 +432,15 @@ def critic_loss(
         >>> src, tgt = torch.tensor([True, True, False]), torch.tensor([False, False, True])
         >>> critic_loss(q, y, tgt, src, torch.tensor([2.0, 0.0, 1.0]))  # 0.5 + (2 * 0.125 + 0) / 2
         tensor(0.6250)
+        >>> critic_loss(q, y, tgt, src, torch.tensor([2.0, 0.0, 1.0]), delta=None, source_delta=30.0)
+        tensor(0.6250)
     """
-    if delta is None:
-        per_row = 0.5 * (q - target) ** 2
-    else:
-        per_row = huber_loss(q, target.expand_as(q), delta)
+    def elementwise(d):
+        return 0.5 * (q - target) ** 2 if d is None else huber_loss(q, target.expand_as(q), d)
+
+    per_row = elementwise(delta)
+    if source_delta != "same" and source_delta != delta and source_rows is not None:
+        per_row = torch.where(source_rows.expand_as(per_row), elementwise(source_delta), per_row)
     return split_mean(per_row, target_rows, source_rows, weight).mean()
 
 

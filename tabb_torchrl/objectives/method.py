@@ -128,6 +128,9 @@ class CrossDomainMethod(nn.Module):
             mean over source rows (:func:`~tabb_torchrl.objectives.functional.split_mean`).
         source_in_value (bool): the value loss (Eq. 9) also reads the (weighted) source rows.
         source_in_actor (bool): the actor loss (Eq. 10) also reads the (weighted) source rows.
+        critic_deltas (tuple or None): ``(target_delta, source_delta)`` Huber thresholds of the
+            critic loss on target and source rows (``None`` in the tuple = squared error);
+            ``None`` (default) uses the backbone's ``huber_delta`` on every row.
 
     Examples:
         A toy method that halves the weight of source rows with a negative reward:
@@ -149,6 +152,7 @@ class CrossDomainMethod(nn.Module):
     pooled: bool = False
     source_in_value: bool = False
     source_in_actor: bool = False
+    critic_deltas: tuple | None = None
 
     def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
         """Pre-training, once before RL (default: nothing).
