@@ -249,6 +249,15 @@ def tbm_weights(
     rescaled values, so huge TBMs (``1e30``) give finite, correct weights; equal
     TBMs give weights 1; no source rows gives all-ones. No gradient flows.
 
+    Infinite TBMs do not turn the batch into NaN: a ``+inf`` row gets weight 0
+    and the other source rows are weighted among themselves (their own batch
+    std) and share the batch's total weight ``|B_src|`` (mean 1 over the source
+    rows); ``-inf`` rows share it alone; when every source row is ``+inf`` (or
+    every one ``-inf``) they are equal, so each gets 1. A NaN TBM still gives NaN
+    weights (the trainer's non-finite guard then stops the run).
+    With ``std_eps=0`` a zero batch std (equal TBMs, one source row) gives
+    logits 0, not ``0 / 0``.
+
     Args:
         tbm (torch.Tensor): TBM per row, ``[N]`` or ``[N, 1]``.
         source_mask (torch.Tensor, optional): boolean ``[N]`` mask of source rows;
@@ -257,10 +266,15 @@ def tbm_weights(
     Keyword Args:
         temperature (float): ``tau > 0``. Defaults to ``1.0`` **[reconstructed]**.
         scaling (str): ``"batch_std"`` (default) or ``"absolute"``.
-        std_eps (float): added to the batch std. Defaults to ``1e-6``.
+        std_eps (float): added to the batch std, ``>= 0``. Defaults to ``1e-6``.
 
     Returns:
         torch.Tensor: weights, same shape as ``tbm``, detached.
+
+    Raises:
+        ValueError: an unknown ``scaling``, ``temperature <= 0`` or ``std_eps < 0``
+            (a negative ``std_eps`` can make the scale negative, which reverses
+            the weighting: the worst-aligned rows would get the most weight).
 
     Examples:
         >>> import torch
@@ -272,19 +286,37 @@ def tbm_weights(
         tensor([1.4621, 0.5379, 1.0000, 1.0000])
         >>> torch.allclose(w[:2], 2 * torch.softmax(-tbm[:2], 0))
         True
+        >>> tbm_weights(torch.tensor([0.0, 1.0, float("inf")]))  # the inf row is left out, not NaN
+        tensor([2.4133, 0.5867, 0.0000])
+        >>> tbm_weights(tbm, src, std_eps=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: The TBM std_eps must be >= 0 (a negative one can reverse the weighting), got -1.0. Fix: e.g. std_eps=1e-6.
     """
     if scaling not in TBM_SCALINGS:
         raise ValueError(f"Unknown TBM scaling {scaling!r}; choose one of {TBM_SCALINGS}.")
     if not temperature > 0:
         raise ValueError(f"The TBM temperature must be > 0, got {temperature}.")
+    if not std_eps >= 0:  # also NaN
+        raise ValueError(
+            f"The TBM std_eps must be >= 0 (a negative one can reverse the weighting), got {std_eps}. "
+            "Fix: e.g. std_eps=1e-6."
+        )
     tbm = tbm.detach()
     if tbm.numel() == 0:  # shape check, not a value check: compile-safe
         return torch.ones_like(tbm)
-    mask = _align_mask(source_mask, tbm)
+    src_mask = _align_mask(source_mask, tbm)
     dtype = tbm.dtype
     zero = torch.zeros((), dtype=dtype, device=tbm.device)
     inf = torch.full((), float("inf"), dtype=dtype, device=tbm.device)
-    n_src = mask.sum().to(dtype)
+    n_src = src_mask.sum().to(dtype)
+    # infinite TBMs (tensor ops only: compile-safe): -inf rows take the whole weight, +inf rows none;
+    # rows of one infinite kind are equal to each other (TBM 0 among themselves)
+    pos_inf, neg_inf = src_mask & (tbm == inf), src_mask & (tbm == -inf)
+    all_pos_inf = pos_inf.sum() == src_mask.sum()
+    mask = torch.where(neg_inf.any(), neg_inf, torch.where(all_pos_inf, src_mask, src_mask & ~pos_inf))
+    tbm = torch.where(mask & (pos_inf | neg_inf), zero, tbm)
+    n_in = mask.sum().to(dtype)
     # shift by the smallest source TBM (stable softmax); target rows are ignored
     tbm_min = torch.where(mask, tbm, inf).amin()
     tbm_min = torch.where(torch.isfinite(tbm_min), tbm_min, zero)
@@ -293,16 +325,17 @@ def tbm_weights(
         # unbiased std, computed on rescaled values so that 1e30 does not overflow
         scale = shifted.amax().clamp_min(torch.finfo(dtype).tiny)
         x = shifted / scale
-        mean = x.sum() / n_src.clamp_min(1)
-        var = torch.where(mask, (x - mean) ** 2, zero).sum() / (n_src - 1).clamp_min(1)
+        mean = x.sum() / n_in.clamp_min(1)
+        var = torch.where(mask, (x - mean) ** 2, zero).sum() / (n_in - 1).clamp_min(1)
         s_b = var.sqrt() * scale + std_eps
-        logits = shifted / (temperature * s_b)
+        # a zero scale (std_eps=0 and equal TBMs) means equal rows: logits 0
+        logits = torch.where(s_b == 0, zero, shifted / (temperature * s_b))
     else:
         logits = shifted / temperature
     expo = torch.where(mask, torch.exp(-logits), zero)
     # the smallest-TBM row has exp(0) = 1, so the sum is >= 1 whenever a source row exists
     weights = n_src * expo / expo.sum().clamp_min(torch.finfo(dtype).tiny)
-    return torch.where(mask, weights, torch.ones_like(weights))
+    return torch.where(src_mask, weights, torch.ones_like(weights))
 
 
 def huber_loss(input: torch.Tensor, target: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
