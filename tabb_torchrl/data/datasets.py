@@ -32,12 +32,18 @@ from tabb_torchrl.io import atomic_path
 __all__ = [
     "DatasetError",
     "TRANSITION_KEYS",
+    "ACTION_TOLERANCE",
     "make_transitions",
     "load_minari_dataset",
     "load_d4rl_hdf5",
     "write_d4rl_hdf5",
     "validate_transitions",
+    "check_action_bounds",
 ]
+
+#: Default slack of the action-bounds check, as a fraction of each action dimension's
+#: range: actions may exceed ``[low, high]`` by ``ACTION_TOLERANCE * (high - low)``.
+ACTION_TOLERANCE = 0.01
 
 TRANSITION_KEYS: tuple = (
     "observation",
@@ -54,6 +60,26 @@ _FLOAT_KEYS = ("observation", "action", ("next", "observation"), ("next", "rewar
 _FLAG_KEYS = (("next", "terminated"), ("next", "truncated"), ("next", "done"))
 
 
+def _binary_flags(values, key: str, name: str) -> np.ndarray:
+    """``values`` as a bool array, refusing anything but 0 / 1 (a 0.5 or a NaN is not a flag)."""
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind not in "biuf":
+        raise DatasetError(f"{name}: {key!r} has dtype {arr.dtype}; expected 0 / 1 flags (bool). "
+                           "Fix: write the flags as booleans.")
+    bad = ~((arr == 0) | (arr == 1))
+    if bad.any():
+        flat = np.nonzero(bad.reshape(-1))[0]
+        first = int(flat[0])
+        raise DatasetError(
+            f"{name}: {key!r} holds {flat.size} value(s) that are not 0 / 1 flags, first {arr.reshape(-1)[first]!r} "
+            f"at row {first}. A terminal or time-out is true or false, never a fraction or NaN (they would silently "
+            f"become True). Fix: write 0 / 1 (or booleans) in {key!r}, or regenerate / re-download the dataset."
+        )
+    return arr.astype(bool)
+
+
 class DatasetError(ValueError):
     """A dataset is missing, unreadable, or does not fit the environment.
 
@@ -65,6 +91,10 @@ class DatasetError(ValueError):
         >>> issubclass(DatasetError, ValueError)
         True
     """
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def make_transitions(
@@ -90,6 +120,9 @@ def make_transitions(
         TensorDict: float32 observations / actions / rewards, bool flags of shape
         ``[N, 1]``, ``("next", "done") = terminated | truncated``.
 
+    Raises:
+        DatasetError: a flag that is not 0 / 1 (``0.5``, NaN), naming its row.
+
     Examples:
         >>> import numpy as np
         >>> td = make_transitions(np.zeros((2, 3)), np.zeros((2, 1)), np.ones((2, 3)),
@@ -102,11 +135,11 @@ def make_transitions(
     act = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
     next_obs = torch.as_tensor(np.asarray(next_observations), dtype=torch.float32)
     reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32).reshape(n, 1)
-    term = torch.as_tensor(np.asarray(terminated).astype(bool)).reshape(n, 1)
+    term = torch.as_tensor(_binary_flags(_numpy(terminated), "terminated", "transitions")).reshape(n, 1)
     if truncated is None:
         trunc = torch.zeros(n, 1, dtype=torch.bool)
     else:
-        trunc = torch.as_tensor(np.asarray(truncated).astype(bool)).reshape(n, 1)
+        trunc = torch.as_tensor(_binary_flags(_numpy(truncated), "truncated", "transitions")).reshape(n, 1)
     if obs.ndim == 1:
         obs, next_obs = obs.unsqueeze(-1), next_obs.unsqueeze(-1)
     if act.ndim == 1:
@@ -137,6 +170,7 @@ def load_minari_dataset(
     env_id: str | None = None,
     obs_dim: int | None = None,
     act_dim: int | None = None,
+    action_tolerance: float | None = ACTION_TOLERANCE,
 ) -> TensorDict:
     """Loads a Minari dataset into a transition TensorDict.
 
@@ -172,16 +206,23 @@ def load_minari_dataset(
             both given), also when ``validate=False``.
         obs_dim (int, optional): the expected observation size.
         act_dim (int, optional): the expected action size.
+        action_tolerance (float, optional): with ``env_id`` and ``validate``, refuse
+            actions outside the env's action bounds by more than this fraction of
+            their range (:func:`check_action_bounds`); ``None`` accepts any action.
+            Defaults to :data:`ACTION_TOLERANCE`.
 
     Returns:
         TensorDict: transitions in the project schema (no ``"domain"`` column).
 
     Raises:
-        DatasetError: the dataset is not local and ``download=False`` (the message
-            says to pass ``download=True``); the download failed; the files are
-            unreadable; observations or actions are not flat boxes; the data
-            contain NaN / inf or no transitions; the observation or action size
-            differs from ``env_id``'s (or ``obs_dim`` / ``act_dim``).
+        DatasetError: ``dataset_id`` names a file, not an id (D4RL files are read
+            by :func:`load_d4rl_hdf5`); the dataset is not local and
+            ``download=False`` (the message says to pass ``download=True``); the
+            download failed; the files are unreadable; observations or actions are
+            not flat boxes; the data contain NaN / inf, flags that are not 0 / 1,
+            or no transitions; the observation or action size differs from
+            ``env_id``'s (or ``obs_dim`` / ``act_dim``); actions outside
+            ``env_id``'s bounds.
 
     Examples:
         >>> import tempfile, os
@@ -205,6 +246,14 @@ def load_minari_dataset(
         ) from err
 
     name = dataset_id if dataset_id is not None else str(data_path)
+    if dataset_id is not None and data_path is None and (
+        os.path.isfile(dataset_id) or str(dataset_id).lower().endswith(_FILE_SUFFIXES)
+    ):
+        raise DatasetError(
+            f"{dataset_id!r} is a file name, not a Minari dataset id (ids look like 'mujoco/hopper/medium-v0'). "
+            "D4RL-style HDF5 files are read by load_d4rl_hdf5; the recipe reads data.<source|target>.path as one "
+            "when it ends with .hdf5 or .h5. Fix: rename the file to .hdf5 (or load it with load_d4rl_hdf5)."
+        )
     obs_dim, act_dim = _resolve_dims(env_id, obs_dim, act_dim)
     if data_path is not None:
         path = Path(data_path)
@@ -278,7 +327,7 @@ def load_minari_dataset(
             f"({type(err).__name__}: {err}). The files may be corrupt or truncated: "
             f"regenerate or re-download the dataset."
         ) from err
-    return _checked(td, f"Minari dataset {name!r}", validate, obs_dim, act_dim, env_id, origin)
+    return _checked(td, f"Minari dataset {name!r}", validate, obs_dim, act_dim, env_id, origin, action_tolerance)
 
 
 def _episodes_to_transitions(episodes: Iterable, name: str) -> tuple[TensorDict, "_Origin"]:
@@ -306,8 +355,9 @@ def _episodes_to_transitions(episodes: Iterable, name: str) -> tuple[TensorDict,
         next_obs.append(o[1:])
         act.append(a.reshape(steps, -1))
         rew.append(np.asarray(episode.rewards).reshape(steps))
-        term.append(np.asarray(episode.terminations).reshape(steps))
-        trunc.append(np.asarray(episode.truncations).reshape(steps))
+        where = f"Minari dataset {name!r}, episode {episode.id}"
+        term.append(_binary_flags(np.asarray(episode.terminations).reshape(steps), "terminations", where))
+        trunc.append(_binary_flags(np.asarray(episode.truncations).reshape(steps), "truncations", where))
         episode_ids.append(np.full(steps, int(episode.id), dtype=np.int64))
         steps_in_episode.append(np.arange(steps, dtype=np.int64))
     if not obs:
@@ -349,6 +399,7 @@ def load_d4rl_hdf5(
     env_id: str | None = None,
     obs_dim: int | None = None,
     act_dim: int | None = None,
+    action_tolerance: float | None = ACTION_TOLERANCE,
 ) -> TensorDict:
     """Loads a D4RL-style HDF5 file into a transition TensorDict.
 
@@ -383,6 +434,10 @@ def load_d4rl_hdf5(
             given), also when ``validate=False``.
         obs_dim (int, optional): the expected observation size.
         act_dim (int, optional): the expected action size.
+        action_tolerance (float, optional): with ``env_id`` and ``validate``, refuse
+            actions outside the env's action bounds by more than this fraction of
+            their range (:func:`check_action_bounds`); ``None`` accepts any action.
+            Defaults to :data:`ACTION_TOLERANCE`.
 
     Returns:
         TensorDict: transitions in the project schema (float32 / bool).
@@ -393,8 +448,10 @@ def load_d4rl_hdf5(
             array, or whose shape is wrong (``observations`` ``[N, obs_dim]``,
             ``actions`` ``[N, act_dim]``, ``next_observations`` the shape of
             ``observations``, ``rewards`` / ``terminals`` / ``timeouts`` ``[N]`` or
-            ``[N, 1]``); NaN / inf; no transitions; an observation or action size
-            that differs from ``env_id``'s (or ``obs_dim`` / ``act_dim``).
+            ``[N, 1]``); NaN / inf; ``terminals`` / ``timeouts`` that are not 0 / 1
+            (``0.5``, NaN: never cast to True); no transitions; an observation or
+            action size that differs from ``env_id``'s (or ``obs_dim`` /
+            ``act_dim``); actions outside ``env_id``'s bounds.
 
     Examples:
         >>> import os, tempfile, torch
@@ -451,9 +508,9 @@ def load_d4rl_hdf5(
 
     n = len(arrays["observations"])
     observations = arrays["observations"]
-    terminals = arrays["terminals"].reshape(n).astype(bool)
+    terminals = _binary_flags(arrays["terminals"].reshape(n), "terminals", str(path))
     timeouts = arrays.get("timeouts")
-    timeouts = None if timeouts is None else timeouts.reshape(n).astype(bool)
+    timeouts = None if timeouts is None else _binary_flags(timeouts.reshape(n), "timeouts", str(path))
     file_keys = {"observation": "observations", "action": "actions", ("next", "reward"): "rewards"}
 
     if "next_observations" in arrays:
@@ -469,7 +526,7 @@ def load_d4rl_hdf5(
             {**{k: (v, 0) for k, v in file_keys.items()}, ("next", "observation"): ("next_observations", 0)},
             np.arange(n),
         )
-        return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin)
+        return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin, action_tolerance)
 
     if timeouts is None:
         timeouts = np.zeros(n, dtype=bool)
@@ -498,7 +555,7 @@ def load_d4rl_hdf5(
         {**{k: (v, 0) for k, v in file_keys.items()}, ("next", "observation"): ("observations", 1)},
         rows,
     )
-    return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin)
+    return _checked(td, str(path), validate, obs_dim, act_dim, env_id, origin, action_tolerance)
 
 
 def _check_hdf5_layout(path, datasets: dict, dataset_type) -> None:
@@ -694,13 +751,115 @@ def _check_sizes(td, name: str, obs_dim, act_dim, env_id) -> None:
     )
 
 
-def _checked(td, name: str, validate: bool, obs_dim, act_dim, env_id, origin: _Origin) -> TensorDict:
-    """The loaders' last step: full validation, or the size check alone."""
+def _checked(td, name: str, validate: bool, obs_dim, act_dim, env_id, origin: _Origin,
+             action_tolerance: float | None = None) -> TensorDict:
+    """The loaders' last step: full validation (and the action bounds of ``env_id``), or the size check alone."""
     if validate:
         _validate(td, obs_dim, act_dim, name, env_id, origin)
+        if env_id is not None and action_tolerance is not None:
+            check_action_bounds(td, env_id, tolerance=action_tolerance, name=name, _origin=origin)
     elif td.shape[0]:
         _check_sizes(td, name, obs_dim, act_dim, env_id)
     return td
+
+
+_FILE_SUFFIXES = (".hdf5", ".hdf", ".h5", ".he5", ".hdf4", ".h4", ".npz", ".pkl", ".pt")
+
+
+def _env_action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    from tabb_torchrl.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        space = env.action_space
+        return np.asarray(space.low, dtype=np.float64).reshape(-1), np.asarray(space.high, dtype=np.float64).reshape(-1)
+    finally:
+        env.close()
+
+
+def check_action_bounds(
+    td: TensorDictBase,
+    env_id: str | None = None,
+    *,
+    low=None,
+    high=None,
+    tolerance: float | None = ACTION_TOLERANCE,
+    name: str = "dataset",
+    _origin: "_Origin | None" = None,
+) -> TensorDictBase:
+    """Checks that the actions lie in the env's action bounds, up to a tolerance.
+
+    An action may exceed ``[low, high]`` by ``tolerance * (high - low)`` per
+    dimension (rounding, a slightly wider clip); beyond that the dataset was
+    recorded with another action scale (e.g. not normalised to ``[-1, 1]``) or
+    in another env, and training on it would be silently wrong. Unbounded
+    dimensions are not checked.
+
+    Args:
+        td (TensorDictBase): transitions (``"action"`` ``[N, act_dim]``).
+        env_id (str, optional): the env whose ``action_space`` gives the bounds
+            (made once), unless ``low`` and ``high`` are given.
+
+    Keyword Args:
+        low, high (array-like, optional): the bounds (per dimension, or scalars).
+        tolerance (float, optional): the slack as a fraction of the range;
+            ``None`` skips the check (the explicit opt-out). Defaults to
+            :data:`ACTION_TOLERANCE`.
+        name (str): how the dataset is named in messages.
+
+    Returns:
+        TensorDictBase: ``td`` itself.
+
+    Raises:
+        DatasetError: naming the row, the dimension, the value and the bounds.
+
+    Examples:
+        >>> import torch
+        >>> td = make_transitions(torch.zeros(3, 2), torch.tensor([[0.5, -1.0], [1.005, 0.0], [80.0, 0.0]]),
+        ...                       torch.zeros(3, 2), torch.zeros(3), [False] * 3)
+        >>> _ = check_action_bounds(td[:2], low=-1.0, high=1.0)  # 1.005: within 1 % of the range
+        >>> check_action_bounds(td, low=-1.0, high=1.0, name="my.hdf5")
+        Traceback (most recent call last):
+        ...
+        tabb_torchrl.data.datasets.DatasetError: my.hdf5: 'action' holds values outside the action bounds [-1, 1] ... first at row 2 (dimension 0: 80)...
+        >>> _ = check_action_bounds(td, low=-1.0, high=1.0, tolerance=None)  # the opt-out
+    """
+    if tolerance is None or td.shape[0] == 0:
+        return td
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 or None, got {tolerance}.")
+    if low is None or high is None:
+        if env_id is None:
+            raise ValueError("check_action_bounds needs env_id, or low and high.")
+        low, high = _env_action_bounds(env_id)
+    act = td.get("action").detach().cpu().double().reshape(td.shape[0], -1).numpy()
+    low = np.broadcast_to(np.asarray(low, dtype=np.float64).reshape(-1), act.shape[1:])
+    high = np.broadcast_to(np.asarray(high, dtype=np.float64).reshape(-1), act.shape[1:])
+    width = high - low
+    slack = np.where(np.isfinite(width), tolerance * np.where(np.isfinite(width), width, 0.0), np.inf)
+    bad = (act < low - slack) | (act > high + slack)
+    if not bad.any():
+        return td
+    rows = np.nonzero(bad.any(1))[0]
+    row = int(rows[0])
+    dim = int(np.nonzero(bad[row])[0][0])
+    where = f"row {row}"
+    if _origin is not None:
+        _, locations = _origin.locate("action", rows[:1])
+        loc = min(locations)
+        where = f"file row {loc[0]}" if len(loc) == 1 else f"episode {loc[0]}, step {loc[1]}"
+    if np.all(low == low[0]) and np.all(high == high[0]):
+        bounds = f"[{low[0]:g}, {high[0]:g}]"
+    else:
+        bounds = f"[{low[dim]:g}, {high[dim]:g}] (dimension {dim})"
+    env = f" of {env_id}" if env_id else ""
+    raise DatasetError(
+        f"{name}: 'action' holds values outside the action bounds{env} {bounds} (tolerance {tolerance:g} of the "
+        f"range) in {rows.size} row(s), first at {where} (dimension {dim}: {act[row, dim]:g}); largest |action| "
+        f"{np.abs(act).max():g}. The actions were recorded with another scale (not normalised to the env's "
+        "bounds) or in another env. Fix: rescale the actions to the bounds, or accept them as they are "
+        "(action_tolerance=None; in the recipe +data.action_tolerance=null)."
+    )
 
 
 def validate_transitions(
@@ -710,6 +869,7 @@ def validate_transitions(
     name: str = "dataset",
     *,
     env_id: str | None = None,
+    action_tolerance: float | None = None,
 ) -> TensorDictBase:
     """Checks that a transition TensorDict is usable, with errors that say the fix.
 
@@ -731,6 +891,10 @@ def validate_transitions(
         env_id (str, optional): the env the dataset is meant for: named in the
             size-mismatch message, and made once to read ``obs_dim`` / ``act_dim``
             from its spaces when they are not given.
+        action_tolerance (float, optional): also check the actions against
+            ``env_id``'s action bounds with this tolerance
+            (:func:`check_action_bounds`). Defaults to ``None`` (not checked here;
+            the loaders check by default).
 
     Returns:
         TensorDictBase: ``td`` itself, for chaining.
@@ -751,7 +915,10 @@ def validate_transitions(
         hopper-medium does not fit env HalfCheetah-v5: observation size 11 but the env has 17, action size 3 but the env has 6. The dataset was collected in another env: load the dataset collected in HalfCheetah-v5, or use the env it was collected in.
     """
     obs_dim, act_dim = _resolve_dims(env_id, obs_dim, act_dim)
-    return _validate(td, obs_dim, act_dim, name, env_id)
+    _validate(td, obs_dim, act_dim, name, env_id)
+    if env_id is not None and action_tolerance is not None:
+        check_action_bounds(td, env_id, tolerance=action_tolerance, name=name)
+    return td
 
 
 def _validate(td, obs_dim, act_dim, name: str, env_id, origin: _Origin | None = None) -> TensorDictBase:
