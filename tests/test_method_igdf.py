@@ -213,6 +213,12 @@ def test_only_the_source_rows_weights_and_filter_change():
     torch.testing.assert_close(off["loss_value"], base["loss_value"])
     torch.testing.assert_close(off["loss_actor"], base["loss_actor"])
     torch.testing.assert_close(off["loss_qvalue"], out["loss_qvalue"])
+    # squared_critic: the authors' squared error, 0.5 (Q - y)^2, on every row instead of the recipe's Huber
+    sq = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=True))(td)
+    per_row_sq = 0.5 * (nets.q(rows.feature_sa).detach() - y) ** 2
+    expected_sq = (per_row_sq[:, 4:].mean(-1) + (per_row_sq[:, kept] * w).sum(-1) / 2).mean()
+    torch.testing.assert_close(sq["loss_qvalue"], expected_sq)
+    torch.testing.assert_close(sq["loss_value"], out["loss_value"])
 
 
 def test_the_edit_equals_a_hand_written_edit_through_the_core():

@@ -249,7 +249,8 @@ def test_registry_and_the_recipe_factory():
     cfg = {"algo": {"method": "v2a", "method_kwargs": dict(TINY, xi=0.75)}, "env": {"id": "tabb/Ant-morph-v0"},
            "loss": {"gamma": 0.9}}
     built = from_cfg(cfg, obs_dim=3, action_dim=2)
-    assert built.gamma == 0.9 and built.xi == 0.75
+    assert built.gamma == 0.9 and built.xi == 0.75 and built.critic_deltas is None
+    assert V2A(3, 2, squared_critic=True, **TINY).critic_deltas == (None, None)   # the authors' squared error
     keys = "".join(_loss(built).state_dict())
     for part in ("method.encoders.", "method.traj_encoder.", "method.dynamics.", "method.q_z.", "method.v_z."):
         assert part in keys   # checkpointed with the loss module

@@ -8,10 +8,10 @@ the architecture page of the docs.
 
 * :class:`TABB` -- target-aligned targets and TBM weights (Liu & Long, arXiv 2605.22376).
 * :class:`PooledIQL` -- IQL on source ∪ target (``iql_mixed``; ``iql_target`` without source rows).
-* :class:`IGDF` -- contrastive dynamics scores filter (top xi) and weight source rows
-  (Wen et al., ICML 2024, arXiv 2405.06192).
-* :class:`V2A` -- IGDF's score mixed with a modality-aware advantage filters source rows
-  (Qiao et al., ICML 2026, arXiv 2605.24862).
+* :class:`DARA` -- dynamics-aware reward augmentation of source rows by two domain classifiers
+  (Liu, Zhang & Wang, ICLR 2022).
+* :class:`SRPO` -- a state-discriminator reward on source rows, real = high-value states
+  (Xue et al., NeurIPS 2023).
 
 :func:`make_method` builds one by registry name; :func:`register_method` adds yours.
 """
@@ -23,19 +23,19 @@ from tabb_torchrl.objectives.method import CrossDomainMethod, PooledIQL, SourceE
 from tabb_torchrl.objectives.tabb import TABB
 
 # baselines: one import line each (keep alphabetical)
-from tabb_torchrl.methods.igdf import IGDF
-from tabb_torchrl.methods.v2a import V2A
+from tabb_torchrl.methods.dara import DARA
+from tabb_torchrl.methods.srpo import SRPO
 # end of baseline imports
 
-__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "IGDF", "V2A", "METHODS",
+__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "METHODS",
            "make_method", "register_method"]
 
 METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
     "tabb": TABB,
     "iql": PooledIQL,
     # baselines: one line each (keep alphabetical)
-    "igdf": IGDF,
-    "v2a": V2A,
+    "dara": DARA,
+    "srpo": SRPO,
     # end of baselines
 }
 """Registry name -> constructor of every cross-domain method (``algo.method`` of the recipe)."""

@@ -376,6 +376,9 @@ class IGDF(CrossDomainMethod):
         source_mean (str): ``"batch"`` (default **[reconstructed]**, see :func:`source_mean_scale`) or ``"kept"``.
         source_in_value (bool): kept source rows in the value loss. Defaults to ``True`` (authors' IQL).
         source_in_actor (bool): kept source rows in the actor loss. Defaults to ``True`` (authors' IQL).
+        squared_critic (bool): the critic's per-row loss is the squared error on every row (the authors'
+            IQL) instead of the recipe's Huber loss (``loss.huber_delta``). Defaults to ``False`` (the
+            shared backbone).
         seed (int, optional): seed of the pre-training draws (``None``: drawn from torch's global
             generator at construction, so it follows the run's seed) **[reconstructed]**.
 
@@ -386,7 +389,8 @@ class IGDF(CrossDomainMethod):
         >>> from tabb_torchrl.methods import IGDF, SourceRows
         >>> m = IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,))
         >>> rows = SourceRows(torch.zeros(4), torch.zeros(4), torch.zeros(4), torch.zeros(4, 3),
-        ...                   {"igdf_score": torch.tensor([0.9, -0.2, 0.5, 0.1])}, value=lambda z: z.sum(-1), gamma=0.99)
+        ...                   {"igdf_score": torch.tensor([0.9, -0.2, 0.5, 0.1])},
+        ...                   value=lambda z: z.sum(-1), gamma=0.99)
         >>> edit = m.edit_source(rows)
         >>> edit.keep
         tensor([ True, False,  True, False])
@@ -416,6 +420,7 @@ class IGDF(CrossDomainMethod):
         source_mean: str = "batch",
         source_in_value: bool = True,
         source_in_actor: bool = True,
+        squared_critic: bool = False,
         seed: int | None = None,
     ):
         super().__init__()
@@ -438,6 +443,7 @@ class IGDF(CrossDomainMethod):
         self.source_mean = _check_source_mean(source_mean, "IGDF")
         self.source_in_value = bool(source_in_value)
         self.source_in_actor = bool(source_in_actor)
+        self.critic_deltas = (None, None) if squared_critic else None
         self.seed = int(torch.randint(2**62, ()).item()) if seed is None else int(seed)
         self.encoders = ContrastiveEncoders(obs_dim, action_dim, repr_dim, tuple(hidden_sizes))
         self.pretrain_losses: torch.Tensor | None = None  # set by prepare() (not checkpointed)
@@ -447,7 +453,8 @@ class IGDF(CrossDomainMethod):
         """Contrastive pre-training of ``phi``, ``psi`` (:func:`pretrain_contrastive`); sets
         :attr:`pretrain_losses` (the loss of every update)."""
         if source is None or source.shape[0] == 0:
-            raise ValueError("IGDF: prepare() needs source transitions. Fix: algo.use_source=true and a source dataset.")
+            raise ValueError("IGDF: prepare() needs source transitions. "
+                             "Fix: algo.use_source=true and a source dataset.")
         if device is not None:
             self.to(device)
         if self.normalize_states:

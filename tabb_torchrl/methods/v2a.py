@@ -274,9 +274,12 @@ class V2A(CrossDomainMethod):
         gamma (float): discount of ``Q(s, a, z)``. Defaults to ``0.99`` (the recipe passes ``loss.gamma``).
         tau (float): Polyak rate of the target ``Q``. Defaults to ``0.005``.
         target_update_interval (int): updates between Polyak steps. Defaults to ``2``.
-        source_mean (str): ``"batch"`` (default **[reconstructed]**) or ``"kept"`` (:func:`~tabb_torchrl.methods.igdf.source_mean_scale`).
+        source_mean (str): ``"batch"`` (default **[reconstructed]**) or ``"kept"``
+            (:func:`~tabb_torchrl.methods.igdf.source_mean_scale`).
         source_in_value (bool): Defaults to ``True`` (authors' IQL).
         source_in_actor (bool): Defaults to ``True`` (authors' IQL).
+        squared_critic (bool): squared-error critic (the authors' IQL) instead of the recipe's Huber loss.
+            Defaults to ``False``.
         seed (int, optional): seed of the pre-training draws (``None``: from torch's global generator)
             **[reconstructed]**.
 
@@ -285,7 +288,8 @@ class V2A(CrossDomainMethod):
         >>> from tabb_torchrl.methods import V2A, SourceRows
         >>> m = V2A(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), z_dim=2, traj_hidden=8,
         ...         decoder_hidden_sizes=(8,), value_hidden_sizes=(8,))
-        >>> cols = {"igdf_score": torch.tensor([0.9, 0.8, 0.1, 0.0]), "v2a_advantage": torch.tensor([-1.0, 3.0, 1.0, 2.0])}
+        >>> cols = {"igdf_score": torch.tensor([0.9, 0.8, 0.1, 0.0]),
+        ...         "v2a_advantage": torch.tensor([-1.0, 3.0, 1.0, 2.0])}
         >>> rows = SourceRows(torch.zeros(4), torch.zeros(4), torch.zeros(4), torch.zeros(4, 3), cols,
         ...                   value=lambda z: z.sum(-1), gamma=0.99)
         >>> edit = m.edit_source(rows)    # f = 0.6 h + 0.4 [0, 1, 0.5, 0.75] = [0.54, 0.88, 0.26, 0.30]
@@ -336,6 +340,7 @@ class V2A(CrossDomainMethod):
         source_mean: str = "batch",
         source_in_value: bool = True,
         source_in_actor: bool = True,
+        squared_critic: bool = False,
         seed: int | None = None,
     ):
         super().__init__()
@@ -351,7 +356,8 @@ class V2A(CrossDomainMethod):
             raise ValueError("V2A: the pre-training step counts must be >= 0.")
         if int(contrastive_batch_size) < 2 or int(repr_batch_size) < 1 or int(value_batch_size) < 1:
             raise ValueError("V2A: contrastive_batch_size must be >= 2, the other batch sizes >= 1.")
-        self.xi, self.tradeoff, self.alpha, self.max_weight = float(xi), float(tradeoff), float(alpha), float(max_weight)
+        self.xi, self.tradeoff = float(xi), float(tradeoff)
+        self.alpha, self.max_weight = float(alpha), float(max_weight)
         self.weight_score, self.norm_eps = weight_score, float(norm_eps)
         self.contrastive_steps, self.contrastive_batch_size = int(contrastive_steps), int(contrastive_batch_size)
         self.contrastive_lr = float(contrastive_lr)
@@ -360,12 +366,14 @@ class V2A(CrossDomainMethod):
         self.repr_steps, self.repr_batch_size = int(repr_steps), int(repr_batch_size)
         self.repr_max_len, self.repr_lr = int(repr_max_len), float(repr_lr)
         self.max_episode_steps = int(max_episode_steps)
-        self.value_steps, self.value_batch_size, self.value_lr = int(value_steps), int(value_batch_size), float(value_lr)
+        self.value_steps, self.value_batch_size = int(value_steps), int(value_batch_size)
+        self.value_lr = float(value_lr)
         self.sql_alpha, self.gamma, self.tau = float(sql_alpha), float(gamma), float(tau)
         self.target_update_interval = int(target_update_interval)
         self.source_mean = _check_source_mean(source_mean, "V2A")
         self.source_in_value = bool(source_in_value)
         self.source_in_actor = bool(source_in_actor)
+        self.critic_deltas = (None, None) if squared_critic else None
         self.seed = int(torch.randint(2**62, ()).item()) if seed is None else int(seed)
 
         obs_dim, action_dim, z_dim = int(obs_dim), int(action_dim), int(z_dim)
@@ -414,7 +422,8 @@ class V2A(CrossDomainMethod):
     def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
         """IGDF's encoders, TC-ELBO, ``z`` per source trajectory and the Sparse-QL ``Q(s,a,z)``, ``V(s,z)``."""
         if source is None or source.shape[0] == 0:
-            raise ValueError("V2A: prepare() needs source transitions. Fix: algo.use_source=true and a source dataset.")
+            raise ValueError("V2A: prepare() needs source transitions. "
+                             "Fix: algo.use_source=true and a source dataset.")
         if device is not None:
             self.to(device)
         dev = self.encoders.obs_mean.device

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Algorithms the recipe runs (``algo=<name>``): TABB and its baselines / ablations.
-ALGOS = ("tabb", "iql_mixed", "iql_target", "src_actor", "igdf", "v2a")
+ALGOS = ("tabb", "iql_mixed", "iql_target", "src_actor", "dara", "srpo")
 
 #: Top-level keys that do not change what a run computes: they are left out of the
 #: config hash, so a resumed run (``resume=true``) or the same run with another
@@ -216,7 +216,7 @@ def validate_config(cfg: Any) -> None:
         >>> validate_config({"algo": {"name": "nope"}})
         Traceback (most recent call last):
         ...
-        tabb_torchrl.pipeline.config.ConfigError: algo.name='nope' is unknown; valid: tabb, iql_mixed, ... Fix: pass algo=<one of them>.
+        tabb_torchrl.pipeline.config.ConfigError: algo.name='nope' is unknown; valid: tabb, iql_mixed, iql_target, src_actor. Fix: pass algo=<one of them>.
     """
     algo = _get(cfg, "algo.name")
     _require(
