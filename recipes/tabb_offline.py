@@ -53,8 +53,16 @@ or ``run_dir=...``):
   timers); ``logger=tensorboard`` or ``logger=wandb`` switch backend;
 * ``config.yaml`` -- the resolved configuration.
 
+Nothing is written into a run directory before the configuration, the datasets'
+env ids and (on ``resume``) the checkpoint were checked: a refused resume leaves
+the run it refused as it was. ``threads``, ``device``, ``compile``, the logger and
+the checkpoint interval are runtime-only settings: they are not part of the config
+hash, so a resume may change them (each change is logged).
+
 Exit status: 0 when the run completed or stopped at ``max_steps_this_session``;
-2 on a configuration error (message on stderr).
+2 on a configuration or data error (message on stderr, naming the key or file and
+the fix); 3 when a loss became NaN or inf (training stopped at once; the last
+checkpoint, written before, is kept).
 """
 from __future__ import annotations
 
@@ -92,7 +100,13 @@ from tabb_torchrl.pipeline import (
     write_json_atomic,
     write_run_state,
 )
+from tabb_torchrl.data import DatasetError
+from tabb_torchrl.data.datasets import ACTION_TOLERANCE, check_action_bounds
+from tabb_torchrl.io import write_text_atomic
+from tabb_torchrl.pipeline.config import legacy_config_hashes, reconcile_env
 from tabb_torchrl.pipeline.loggers import get_console_logger
+from tabb_torchrl.pipeline.runs import check_resume
+from tabb_torchrl.pipeline.trainer import NonFiniteLossError
 
 
 def _hydra_output_dir() -> str:
@@ -101,45 +115,92 @@ def _hydra_output_dir() -> str:
     return HydraConfig.get().runtime.output_dir
 
 
+def _overridden_keys() -> list[str]:
+    """The command line's overrides (``env.level=5.0``...), as hydra recorded them."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # not under hydra
+        return []
+
+
+def _check_actions(cfg: DictConfig, source, source_id: str | None, target, target_id: str) -> None:
+    """Every action within its env's bounds, up to ``data.action_tolerance`` of the range
+    (default :data:`~tabb_torchrl.data.datasets.ACTION_TOLERANCE`; ``+data.action_tolerance=null`` accepts any)."""
+    tolerance = cfg.data.get("action_tolerance", ACTION_TOLERANCE)
+    if tolerance is None:
+        return
+    for which, td, env in (("target", target, target_id), ("source", source, source_id)):
+        if td is None:
+            continue
+        spec = cfg.data[which]
+        where = f"data.{which}.path={spec.path}" if spec.get("path") else f"data.{which}.quality={spec.quality}"
+        try:
+            check_action_bounds(td, env, tolerance=float(tolerance), name=f"the {which} dataset ({where})")
+        except DatasetError as err:
+            raise ConfigError(str(err).replace("(action_tolerance=None; in the recipe +data.action_tolerance=null)",
+                                               "(+data.action_tolerance=null)")) from err
+
+
 def run(cfg: DictConfig) -> dict | None:
     """The whole run; returns the summary (``None`` when the session stopped early)."""
     import torch
 
     log = get_console_logger()
-    # ---------------------------------------------------------------- config, run dir
+    # ------------------------------------------- config, run dir, checkpoint: checked before anything is written
+    given = OmegaConf.to_container(cfg, resolve=True)
+    derived_id = reconcile_env(cfg, _overridden_keys())
+    if derived_id is not None:
+        log.info("env.id=%s (the env that env.name / env.shift / env.level name)", derived_id)
     validate_config(cfg)
     cfg_hash = config_hash(cfg)
+    legacy = legacy_config_hashes(given) if derived_id is None else []
     env_id, source_id = resolve_env_ids(cfg)
     name = run_name(cfg.algo.name, env_id, cfg.seed)
-    run_dir, ckpt_path = resolve_run_dir(cfg, cfg.run_dir or _hydra_output_dir(), cfg_hash)
+    device = resolve_device(cfg.device)
+    run_dir, ckpt_path = resolve_run_dir(cfg, cfg.run_dir or _hydra_output_dir(), cfg_hash, legacy)
+    checkpoint = None
+    if ckpt_path is not None:
+        checkpoint = load_checkpoint(ckpt_path)
+        for change in check_resume(checkpoint, cfg, cfg_hash, run_dir=run_dir, checkpoint_path=ckpt_path,
+                                   legacy_hashes=legacy):
+            log.info("resume with another runtime-only setting, %s (results stay comparable, not bit-identical "
+                     "to an uninterrupted run)", change)
+        checkpoint["config_hash"] = cfg_hash  # accepted (maybe under a legacy hash): the run carries this one now
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
-    OmegaConf.save(cfg, run_dir / "config.yaml")
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     write_run_state(run_dir, {"config_hash": cfg_hash, "run_name": name, "algo": cfg.algo.name,
                               "env": env_id, "seed": int(cfg.seed)})
     log.info("run %s (config %s) in %s%s", name, cfg_hash, run_dir,
              f", resuming from {ckpt_path}" if checkpoint else "")
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
 
     # ---------------------------------------------------------------- data
     obs_dim, action_dim = env_dims(env_id)
     source, target = make_datasets(cfg, obs_dim, action_dim)
     validate_datasets(cfg, source, target)
+    _check_actions(cfg, source, source_id, target, env_id)
     log.info("data: source %s (%s transitions), target %s (%d transitions)", source_id,
              "none" if source is None else source.shape[0], env_id, target.shape[0])
 
     # ---------------------------------------------------------------- models and losses
     latent_model = make_latent_model(cfg, obs_dim, action_dim).to(device)
     model_loss = make_latent_model_loss(cfg, latent_model).to(device)
-    actor, qvalue, value = make_rl_networks(cfg, obs_dim, action_dim, latent_model)
-    actor, qvalue, value = actor.to(device), qvalue.to(device), value.to(device)
-    loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
-    loss_module = loss_module.to(device)
-    optimizers = make_optimizers(cfg, loss_module)
-    scheduler = make_actor_scheduler(cfg, optimizers["actor"])
+    if cfg.algo.name == "cql":  # CQL: TorchRL's CQLLoss and its own update (tabb_torchrl.pipeline.cql)
+        from tabb_torchrl.pipeline.cql import make_cql
+
+        actor, loss_module, target_updater, optimizers = make_cql(cfg, env_id, device=device)
+        scheduler = None
+    else:
+        actor, qvalue, value = make_rl_networks(cfg, obs_dim, action_dim, latent_model)
+        actor, qvalue, value = actor.to(device), qvalue.to(device), value.to(device)
+        loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
+        loss_module = loss_module.to(device)
+        optimizers = make_optimizers(cfg, loss_module)
+        scheduler = make_actor_scheduler(cfg, optimizers["actor"])
 
     # ---------------------------------------------------------------- eval, logger
     evaluator = PolicyEvaluator(env_id, cfg.eval.episodes, seed=int(cfg.seed) + int(cfg.eval.seed_offset),
@@ -191,6 +252,12 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         print(f"Configuration error: {err}", file=sys.stderr)
         sys.exit(2)
+    except DatasetError as err:
+        print(f"Data error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"Training stopped: {err}", file=sys.stderr)
+        sys.exit(3)
     return None if summary is None else summary["normalized_score"]
 
 

@@ -69,7 +69,8 @@ def test_default_config_is_valid(cfg):
         ({"loss__use_predicted_termination": True}, "needs a termination head"),
         # no shipped 'ours' reference for this target (gravity: outside the paper grid, never trained):
         # refused before any data or training
-        ({"env__id": "tabb/Walker2d-gravity-2.0-v0", "eval__reference": "ours"},
+        ({"env__id": "tabb/Walker2d-gravity-2.0-v0", "env__name": "Walker2d", "env__shift": "gravity",
+          "env__level": 2.0, "eval__reference": "ours"},
          "eval.reference='ours' has no reference returns for env.id='tabb/Walker2d-gravity-2.0-v0'"),
     ],
 )

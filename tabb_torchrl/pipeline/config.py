@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -30,24 +31,47 @@ __all__ = [
     "validate_config",
     "validate_datasets",
     "batch_split",
+    "config_diff",
+    "legacy_config_hashes",
+    "reconcile_env",
+    "RUNTIME_KEYS",
+    "HASH_EXCLUDED_KEYS",
 ]
 
 #: Algorithms the recipe runs (``algo=<name>``): TABB and its baselines / ablations.
 ALGOS = ("tabb", "iql_mixed", "iql_target", "src_actor", "dara", "srpo")
 
-#: Top-level keys that do not change what a run computes: they are left out of the
-#: config hash, so a resumed run (``resume=true``) or the same run with another
-#: logger or checkpoint interval finds the same hash.
-HASH_EXCLUDED_KEYS = (
-    "resume",
-    "run_dir",
-    "runs_root",
-    "max_steps_this_session",
-    "logger",
+#: Where a run writes and how it is continued: not part of what it computes.
+BOOKKEEPING_KEYS = ("resume", "run_dir", "runs_root", "hydra", "preset")
+
+#: Runtime-only settings: how a run executes, not what it computes. Changing one
+#: keeps the numbers comparable (threads, device and ``torch.compile`` may change
+#: the last bits of floating-point sums, so a resume that changes one is no longer
+#: bit-identical to an uninterrupted run); the recipe logs each one a resume changes.
+#: Dotted keys name nested settings.
+RUNTIME_KEYS = (
+    "threads",
+    "device",
+    "compile",
     "progress",
+    "logger",
     "checkpoint",
-    "hydra",
-    "preset",
+    "max_steps_this_session",
+    "data.root",
+    "data.storage",
+    "data.scratch_dir",
+)
+
+#: Keys left out of the config hash (:func:`config_hash`): a resumed session, or the
+#: same run with another thread count, device, logger or checkpoint interval, finds
+#: the same hash.
+HASH_EXCLUDED_KEYS = BOOKKEEPING_KEYS + RUNTIME_KEYS
+
+# The keys left out by tabb-torchrl before runtime-only settings left the hash (up to
+# commit 0f22a69): runs started then recorded hashes computed this way, and
+# ``resume=true`` still finds them (legacy_config_hashes).
+_LEGACY_HASH_EXCLUDED_KEYS = (
+    "resume", "run_dir", "runs_root", "max_steps_this_session", "logger", "progress", "checkpoint", "hydra", "preset",
 )
 
 
@@ -92,28 +116,128 @@ def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
     return default if node is None else node
 
 
+def _without(data: Mapping, keys: tuple[str, ...]) -> dict:
+    """A copy of ``data`` without the (dotted) ``keys``."""
+    out = dict(data)
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if head not in out:
+            continue
+        if not rest:
+            del out[head]
+        elif isinstance(out[head], Mapping):
+            out[head] = _without(out[head], (rest,))
+    return out
+
+
+def _hash(data: Any, length: int) -> str:
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
 def config_hash(cfg: Any, length: int = 10) -> str:
     """A short, stable hash of everything in ``cfg`` that changes what a run computes.
 
-    Keys listed in :data:`HASH_EXCLUDED_KEYS` (resume, run directory, logger,
-    checkpoint interval, ...) are ignored, so that a resumed session or the same run
-    logged elsewhere has the same hash.
+    Keys listed in :data:`HASH_EXCLUDED_KEYS` (the bookkeeping keys -- resume, run
+    directory -- and the runtime-only :data:`RUNTIME_KEYS` -- threads, device,
+    ``torch.compile``, logger, checkpoint interval, ...) are ignored, so that a
+    resumed session, or the same run on another thread count or logged elsewhere,
+    has the same hash.
 
     Args:
         cfg: the run configuration.
         length: number of hex digits kept.
 
     Examples:
-        >>> a = config_hash({"seed": 0, "resume": False})
-        >>> a == config_hash({"seed": 0, "resume": True})
+        >>> a = config_hash({"seed": 0, "resume": False, "threads": None})
+        >>> a == config_hash({"seed": 0, "resume": True, "threads": 1})
         True
         >>> a == config_hash({"seed": 1})
         False
     """
-    data = to_container(cfg)
-    data = {k: v for k, v in dict(data).items() if k not in HASH_EXCLUDED_KEYS}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+    return _hash(_without(dict(to_container(cfg)), HASH_EXCLUDED_KEYS), length)
+
+
+def legacy_config_hashes(cfg: Any, length: int = 10) -> list[str]:
+    """The hashes older versions gave ``cfg`` (runtime-only settings included), for ``resume``.
+
+    Runs started before :data:`RUNTIME_KEYS` left the hash recorded a hash that
+    included ``threads``, ``device``, ``compile`` and the data storage settings.
+    ``resume=true`` also looks for these, so those runs stay findable. ``threads``
+    is tried as given and as ``null`` (the default then).
+
+    Examples:
+        >>> cfg = {"seed": 0, "threads": 1}
+        >>> len(legacy_config_hashes(cfg)), config_hash(cfg) in legacy_config_hashes(cfg)
+        (2, False)
+    """
+    data = dict(to_container(cfg))
+    out = []
+    for threads in (data.get("threads"), None):
+        h = _hash(_without({**data, "threads": threads}, _LEGACY_HASH_EXCLUDED_KEYS), length)
+        if h not in out:
+            out.append(h)
+    return out
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+_ABSENT = "<absent>"
+
+
+def config_diff(
+    old: Any,
+    new: Any,
+    *,
+    include: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ between two configurations, as ``{dotted key: (old, new)}``.
+
+    Args:
+        old: a configuration (mapping or omegaconf ``DictConfig``).
+        new: another one.
+
+    Keyword Args:
+        include: keep only these (dotted) keys and the keys under them (``None``: all).
+        exclude: leave out these keys and the keys under them.
+
+    Returns:
+        dict: sorted by key; a key missing on one side shows ``"<absent>"``.
+
+    Examples:
+        >>> config_diff({"seed": 0, "loss": {"tau": 1.0}, "threads": None},
+        ...             {"seed": 1, "loss": {"tau": 1.0}, "threads": 1}, exclude=RUNTIME_KEYS)
+        {'seed': (0, 1)}
+        >>> config_diff({"threads": None}, {"threads": 1}, include=RUNTIME_KEYS)
+        {'threads': (None, 1)}
+    """
+    a, b = _flatten(to_container(old)), _flatten(to_container(new))
+    out = {}
+    for key in sorted(set(a) | set(b)):
+        if include is not None and not _matches(key, include):
+            continue
+        if _matches(key, exclude):
+            continue
+        va, vb = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if va != vb:
+            out[key] = (va, vb)
+    return out
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -192,6 +316,187 @@ def _check_fraction(cfg: Any, key: str) -> None:
     _require(ok, f"{key}={value!r} must lie strictly between 0 and 1. Fix: e.g. {key}=0.1.")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(cfg: Any, key: str, low: float, high: float | None = None, *, example: str,
+                 low_inclusive: bool = False, allow_null: bool = False) -> None:
+    """``key`` is a finite number in ``(low, high]`` (``[low, high]`` with ``low_inclusive``)."""
+    value = _get(cfg, key)
+    if allow_null and value is None:
+        return
+    ok = _is_number(value) and (value >= low if low_inclusive else value > low)
+    ok = ok and (high is None or value <= high)
+    if high is None:
+        bound = f">= {low}" if low_inclusive else f"> {low}"
+        what = f"a number {bound}"
+    else:
+        what = f"a number in {'[' if low_inclusive else '('}{low}, {high}]"
+    null = "null or " if allow_null else ""
+    _require(ok, f"{key}={value!r} must be {null}{what}. Fix: e.g. {key}={example}.")
+
+
+def _check_int(cfg: Any, key: str, low: int, high: int | None = None, *, example: str,
+               allow_null: bool = False) -> None:
+    """``key`` is an integer in ``[low, high]`` (or null with ``allow_null``)."""
+    value = _get(cfg, key)
+    if allow_null and value is None:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    what = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    null = "null or " if allow_null else ""
+    _require(ok, f"{key}={value!r} must be {null}{what}. Fix: e.g. {key}={example}.")
+
+
+def _same_level(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _env_field_mismatches(cfg: Any, spec) -> list[tuple[str, Any, Any]]:
+    """``(field, configured, the id's)`` for each set ``env.name`` / ``env.shift`` / ``env.level`` that
+    does not describe the env of ``env.id``."""
+    out = []
+    for field, actual in (("name", spec.env_name), ("shift", spec.shift), ("level", spec.level)):
+        value = _get(cfg, f"env.{field}")
+        if value is None:
+            continue
+        same = _same_level(value, actual) if field == "level" and actual is not None else str(value) == str(actual)
+        if not same:
+            out.append((field, value, actual))
+    return out
+
+
+def _env_id_for(name: Any, shift: Any, variant: str | None, level: Any) -> str | None:
+    """The catalogue id of ``(name, shift, variant, level)`` (the alias of a default level first)."""
+    from tabb_torchrl.envs.spec import catalogue
+
+    found = [
+        s for s in catalogue().values()
+        if s.env_name == str(name) and s.shift == str(shift) and s.variant == variant
+        and ((level is None and s.level is None) or (level is not None and s.level is not None
+                                                      and _same_level(level, s.level)))
+    ]
+    found.sort(key=lambda s: s.alias_of is None)  # the alias (canonical id, shared datasets) first
+    return found[0].env_id if found else None
+
+
+def reconcile_env(cfg: Any, overridden: Any = ()) -> str | None:
+    """Make ``env.id`` and its descriptive fields (``env.name``, ``env.shift``, ``env.level``) agree.
+
+    The env a run trains on is ``env.id``. When the command line overrides
+    ``env.level`` / ``env.shift`` / ``env.name`` but not ``env.id``
+    (``env=hopper_friction env.level=5.0``), ``env.id`` becomes the catalogue id
+    those fields name (``tabb/Hopper-friction-5.0-v0``); when it overrides
+    ``env.id`` alone (``env.id=tabb/Hopper-friction-2.0-v0``), the fields are
+    set from the id. A mismatch left after that (both given, and different) is
+    refused by :func:`validate_config`.
+
+    Args:
+        cfg: the run configuration (changed in place; an omegaconf ``DictConfig``
+            or a ``dict``).
+        overridden: the dotted keys given on the command line (hydra's task
+            overrides, ``"env.level"``...).
+
+    Returns:
+        str or None: the new ``env.id`` when it was derived from the fields, else ``None``.
+
+    Raises:
+        ConfigError: the fields name no catalogue env (the message lists the valid levels).
+
+    Examples:
+        >>> cfg = {"env": {"name": "Hopper", "shift": "friction", "level": 5.0, "id": "tabb/Hopper-friction-v0"}}
+        >>> reconcile_env(cfg, ["env.level"]), cfg["env"]["id"]
+        ('tabb/Hopper-friction-5.0-v0', 'tabb/Hopper-friction-5.0-v0')
+        >>> cfg = {"env": {"name": "Hopper", "shift": "morph", "level": None, "id": "tabb/Hopper-friction-2.0-v0"}}
+        >>> reconcile_env(cfg, ["env.id"]), cfg["env"]["shift"], cfg["env"]["level"]
+        (None, 'friction', '2.0')
+    """
+    from tabb_torchrl.envs import UnknownEnvError, get_shift
+
+    env = _get(cfg, "env")
+    env_id = _get(cfg, "env.id")
+    if env is None or not env_id:
+        return None
+    try:
+        spec = get_shift(env_id)
+    except UnknownEnvError:
+        return None  # validate_config reports it
+    mismatches = _env_field_mismatches(cfg, spec)
+    if not mismatches:
+        return None
+    overridden = {str(k).lstrip("+~").split("=", 1)[0] for k in overridden}
+    fields = {f"env.{f}" for f in ("name", "shift", "level")}
+    if "env.id" not in overridden and overridden & fields:
+        name = _get(cfg, "env.name") or spec.env_name
+        shift = _get(cfg, "env.shift") or spec.shift
+        level = _get(cfg, "env.level")
+        new_id = _env_id_for(name, shift, spec.variant, level)
+        if new_id is None:
+            family = "-".join(str(p) for p in (name, shift, spec.variant) if p)
+            try:
+                from tabb_torchrl.envs.spec import NAMESPACE, VERSION_SUFFIX
+
+                get_shift(f"{NAMESPACE}{family}-{level}{VERSION_SUFFIX}" if level is not None
+                          else f"{NAMESPACE}{family}{VERSION_SUFFIX}")
+                hint = ""
+            except UnknownEnvError as err:
+                hint = f" {err}."
+            raise ConfigError(
+                f"env.name={name!r} env.shift={shift!r} env.level={level!r} name no registered env.{hint} "
+                "Fix: pass a level of that shift (env.level=<one of them>), or the id itself with env.id=<id> "
+                "(`python -m tabb_torchrl.envs` lists them)."
+            )
+        env["id"] = new_id
+        return new_id
+    if "env.id" in overridden and not overridden & fields:
+        for field, _, actual in mismatches:
+            env[field] = actual
+    return None
+
+
+def _env_spaces(env_id: str) -> tuple[int, int]:
+    from tabb_torchrl.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
+def _check_source_env(target_id: str, source_id: str) -> None:
+    """``env.source_id`` is a registered env with the target's observation and action sizes
+    (checked before any dataset of either env is generated)."""
+    import difflib
+
+    import gymnasium as gym
+
+    from tabb_torchrl.envs import UnknownEnvError, get_shift, source_env_id
+
+    default = source_env_id(target_id)
+    fix = f"Fix: env.source_id=null (the target's own source, {default}) or a registered id of the same robot."
+    try:
+        if source_id.startswith("tabb/"):
+            get_shift(source_id)
+        else:
+            gym.spec(source_id)
+    except (UnknownEnvError, gym.error.Error) as err:
+        close = difflib.get_close_matches(source_id, [str(k) for k in gym.registry], n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"env.source_id={source_id!r} is not a registered env ({err}).{hint} {fix}") from err
+    target_dims, source_dims = _env_spaces(target_id), _env_spaces(source_id)
+    _require(
+        target_dims == source_dims,
+        f"env.source_id={source_id!r} (observation {source_dims[0]}, action {source_dims[1]}) does not fit the "
+        f"target env {target_id!r} (observation {target_dims[0]}, action {target_dims[1]}): source and target rows "
+        f"share the networks, so their observation and action sizes must match. {fix}",
+    )
+
+
 def _dataset_path_given(cfg: Any, which: str) -> bool:
     return bool(_get(cfg, f"data.{which}.path"))
 
@@ -200,11 +505,16 @@ def validate_config(cfg: Any) -> None:
     """Check the configuration before anything is generated, loaded or trained.
 
     Checks: the algorithm name; the env id (through
-    :func:`tabb_torchrl.envs.get_shift`, whose error lists the valid ids); the
-    step, batch and evaluation counts; the hold-out fraction; the batch split
-    against the configured dataset sizes (when the datasets are generated); the
-    choices of the string options. The loaded datasets are checked again by
-    :func:`validate_datasets`.
+    :func:`tabb_torchrl.envs.get_shift`, whose error lists the valid ids) and
+    that ``env.name`` / ``env.shift`` / ``env.level`` describe it
+    (:func:`reconcile_env` derives the id from them on the command line);
+    ``env.source_id`` (registered, with the target's observation and action
+    sizes: checked before any data is generated); the step, batch and
+    evaluation counts; seeds (``0 <= seed < 2**32``), ``threads``, learning
+    rates, rates in ``(0, 1]``, network sizes; the hold-out fraction; the batch
+    split against the configured dataset sizes (when the datasets are
+    generated); the choices of the string options. The loaded datasets are
+    checked again by :func:`validate_datasets`.
 
     Args:
         cfg: the run configuration (see ``recipes/config/config.yaml``).
@@ -216,7 +526,7 @@ def validate_config(cfg: Any) -> None:
         >>> validate_config({"algo": {"name": "nope"}})
         Traceback (most recent call last):
         ...
-        tabb_torchrl.pipeline.config.ConfigError: algo.name='nope' is unknown; valid: tabb, iql_mixed, iql_target, src_actor. Fix: pass algo=<one of them>.
+        tabb_torchrl.pipeline.config.ConfigError: algo.name='nope' is unknown; valid: tabb, iql_mixed, ... Fix: pass algo=<one of them>.
     """
     algo = _get(cfg, "algo.name")
     _require(
@@ -236,6 +546,19 @@ def validate_config(cfg: Any) -> None:
             "Fix: pass env=<group> (recipes/config/env/) or env.id=<one of the valid ids>; "
             "`python -m tabb_torchrl.envs` lists them."
         ) from err
+    for field, value, actual in _env_field_mismatches(cfg, get_shift(env_id)):
+        spec = get_shift(env_id)
+        wanted = {"name": spec.env_name, "shift": spec.shift, "level": spec.level, field: value}
+        suggestion = _env_id_for(wanted["name"], wanted["shift"], spec.variant, wanted["level"])
+        fix = (f"pass env.id={suggestion} (the env of env.{field}={value}), or drop the env.{field} override"
+               if suggestion else f"drop the env.{field} override (env.id decides the env)")
+        raise ConfigError(
+            f"env.{field}={value!r} does not match env.id={env_id!r}, whose {field} is {actual!r}: the run would "
+            f"train on {env_id}, not on what env.{field} says. Fix: {fix}."
+        )
+    source_id = _get(cfg, "env.source_id")
+    if source_id and _get(cfg, "algo.use_source", True):
+        _check_source_env(env_id, str(source_id))
     # counts -------------------------------------------------------------------
     for key in ("optim.steps", "pretrain.stage1_steps", "pretrain.stage2_steps"):
         _check_positive_int(cfg, key, allow_zero=True)
@@ -261,6 +584,40 @@ def validate_config(cfg: Any) -> None:
         f"max_steps_this_session={max_session!r} must be null or a positive integer. "
         "Fix: max_steps_this_session=null.",
     )
+    # seeds, threads, rates, sizes (each would otherwise fail later with a raw traceback) ----------
+    _check_int(cfg, "seed", 0, 2**32 - 1, example="0")
+    _check_int(cfg, "data.seed", 0, 2**32 - 1, example="0")
+    _check_int(cfg, "threads", 1, example="1 (or null: torch's default, all cores)", allow_null=True)
+    _check_int(cfg, "eval.max_episode_steps", 1, example="null (the env's own time limit)", allow_null=True)
+    _check_int(cfg, "eval.seed_offset", 0, example="100000")
+    for key in ("data.collect_envs", "data.collect_workers"):
+        _check_int(cfg, key, 1, example="null (the collector's default)", allow_null=True)
+    for key in ("optim.lr_qvalue", "optim.lr_value", "optim.lr_actor", "pretrain.lr"):
+        _check_range(cfg, key, 0.0, example="3e-4")
+    _check_range(cfg, "optim.weight_decay", 0.0, example="0.0", low_inclusive=True)
+    _check_range(cfg, "optim.target_update_tau", 0.0, 1.0, example="0.005")
+    _check_range(cfg, "loss.max_weight", 0.0, example="100.0")
+    _check_range(cfg, "pretrain.epsilon", 0.0, example="1e-4")
+    for key in ("pretrain.ema_tau", "loss.anchor_ema_tau"):
+        _check_range(cfg, key, 0.0, 1.0, example="0.005")
+    for key in ("pretrain.reward_weight", "pretrain.dynamics_weight", "pretrain.termination_weight"):
+        _check_range(cfg, key, 0.0, example="1.0", low_inclusive=True, allow_null=True)
+    _check_int(cfg, "loss.num_qvalue_nets", 1, example="2")
+    for key in ("model.latent_state_dim", "model.latent_sa_dim"):
+        _check_int(cfg, key, 1, example="128")
+    for key in ("model.encoder_hidden", "model.predictor_hidden", "model.qvalue_hidden", "model.value_hidden",
+                "model.actor_hidden"):
+        value = to_container(_get(cfg, key, []))
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        _require(ok, f"{key}={value!r} must be a list of positive layer widths. Fix: e.g. {key}=[256,256].")
+    lo, hi = _get(cfg, "model.actor_log_std_min"), _get(cfg, "model.actor_log_std_max")
+    if lo is not None or hi is not None:
+        _require(
+            _is_number(lo) and _is_number(hi) and lo < hi,
+            f"model.actor_log_std_min={lo!r} must be a number below model.actor_log_std_max={hi!r}. "
+            "Fix: e.g. model.actor_log_std_min=-10.0 model.actor_log_std_max=2.0.",
+        )
     # choices --------------------------------------------------------------------
     choices = {
         "loss.scaling": ("batch_std", "absolute"),
@@ -317,6 +674,7 @@ def validate_config(cfg: Any) -> None:
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
             f"{key}={value!r} must be a positive number. Fix: set {key}=<number > 0>.",
         )
+    _check_range(cfg, "loss.gamma", 0.0, 1.0, example="0.99")
     expectile = _get(cfg, "loss.expectile")
     _require(
         isinstance(expectile, (int, float)) and 0.0 < expectile < 1.0,
@@ -333,6 +691,32 @@ def validate_config(cfg: Any) -> None:
         patience is None or (isinstance(patience, int) and patience > 0),
         f"pretrain.stage2_patience={patience!r} must be null or a positive integer. "
         "Fix: pretrain.stage2_patience=null.",
+    )
+    # dataset files (checked before the other dataset is generated) --------------
+    for which in ("target", "source"):
+        if which == "source" and not _get(cfg, "algo.use_source", True):
+            continue
+        path = _get(cfg, f"data.{which}.path")
+        if not path:
+            continue
+        path = str(path)
+        if path.lower().endswith((".hdf5", ".h5")):
+            _require(
+                os.path.isfile(path),
+                f"data.{which}.path={path} does not exist (looked in {os.path.abspath(path)}). "
+                f"Fix: pass the path of an existing D4RL-style .hdf5 file (absolute, or relative to {os.getcwd()}).",
+            )
+        elif os.path.isfile(path):
+            raise ConfigError(
+                f"data.{which}.path={path} is a file, but only names ending with .hdf5 or .h5 are read as D4RL "
+                "files (anything else is taken for a Minari dataset id). "
+                f"Fix: rename it to {os.path.splitext(path)[0]}.hdf5."
+            )
+    tolerance = _get(cfg, "data.action_tolerance")
+    _require(
+        tolerance is None or (_is_number(tolerance) and tolerance >= 0),
+        f"data.action_tolerance={tolerance!r} must be null (accept any action) or a number >= 0 (a fraction of "
+        "the action range). Fix: e.g. +data.action_tolerance=0.01.",
     )
     # batch split against the dataset sizes we will generate -------------------
     n_source, n_target = batch_split(cfg)
@@ -417,7 +801,8 @@ def validate_datasets(cfg: Any, source: Any, target: Any) -> None:
             )
 
 
-def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str, checkpoint_name: str) -> Path | None:
+def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str | tuple[str, ...] | list[str],
+                    checkpoint_name: str) -> Path | None:
     """The most recently written run directory under ``runs_root`` with this config hash.
 
     A run directory is recognised by its ``run_state.json`` (written at start) and
@@ -425,7 +810,8 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str, checkpoint_name
 
     Args:
         runs_root: folder searched recursively (hydra's ``outputs/`` by default).
-        cfg_hash: the :func:`config_hash` of the configuration to continue.
+        cfg_hash: the :func:`config_hash` of the configuration to continue, or
+            several (the current one and :func:`legacy_config_hashes`).
         checkpoint_name: the checkpoint file name inside a run directory.
 
     Examples:
@@ -436,6 +822,7 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str, checkpoint_name
     root = Path(runs_root)
     if not root.exists():
         return None
+    hashes = {cfg_hash} if isinstance(cfg_hash, str) else set(cfg_hash)
     best, best_time = None, -math.inf
     for state_file in root.rglob("run_state.json"):
         try:
@@ -443,7 +830,7 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str, checkpoint_name
         except (OSError, json.JSONDecodeError):
             continue
         ckpt = state_file.parent / checkpoint_name
-        if info.get("config_hash") != cfg_hash or not ckpt.exists():
+        if not isinstance(info, dict) or info.get("config_hash") not in hashes or not ckpt.exists():
             continue
         mtime = ckpt.stat().st_mtime
         if mtime > best_time:

@@ -23,6 +23,13 @@ network, target network, optimiser and scheduler, the sampler generators, the
 torch / numpy / python RNG states, the step counters, the evaluation history and
 the logger position, so that a resumed run ends with the same parameters and the
 same summary numbers as an uninterrupted run (on CPU, same thread count).
+
+Every step's losses (the entries named ``loss*``) are watched: a NaN or inf stops
+the run with :class:`NonFiniteLossError`, naming the loss and the step, before the
+next log line, evaluation or checkpoint (so the last checkpoint keeps finite
+parameters). The check stacks the step's losses into one small tensor (no host
+synchronisation) and looks at them at each log interval, evaluation and
+checkpoint, and every 1,000 steps.
 """
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ from tabb_torchrl.pipeline.loggers import get_console_logger, log_metrics
 from tabb_torchrl.pipeline.runs import save_checkpoint_atomic, spawn_seeds
 from tabb_torchrl.pipeline.update import make_rl_update
 
-__all__ = ["Progress", "TABBTrainer"]
+__all__ = ["NonFiniteLossError", "Progress", "TABBTrainer"]
 
 _LOG = get_console_logger()
 CHECKPOINT_VERSION = 2  # 2: the EMA anchor lives in the loss module (its method)
@@ -76,6 +83,22 @@ class Progress:
 
 class _StopSession(Exception):
     """Raised internally when ``max_steps_this_session`` is reached."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or inf; the message names the loss, the step and the fix.
+
+    Raised by :class:`TABBTrainer` before anything more is written: the last
+    checkpoint, from before the loss went bad, is kept.
+
+    Examples:
+        >>> issubclass(NonFiniteLossError, RuntimeError)
+        True
+    """
+
+
+#: Steps whose losses are held before a check forces one host synchronisation.
+_WATCH_FLUSH = 1000
 
 
 class TABBTrainer:
@@ -180,6 +203,9 @@ class TABBTrainer:
         self.rl_update = None  # make_rl_update(...), set by prepare_rl
         self.method_prepared = False  # the cross-domain method's prepare() ran (saved in checkpoints)
         self._update_intervals: list[float] = []  # seconds per RL update, per log interval
+        self._loss_window: list[tuple[str, int, int, torch.Tensor]] = []  # (phase, step, global step, losses)
+        self._loss_keys: dict[str, tuple[str, ...]] = {}
+        self._last_ckpt_step: int | None = None
 
     # ------------------------------------------------------------------ helpers
     def wall_time(self) -> float:
@@ -202,8 +228,54 @@ class TABBTrainer:
                 self.save_checkpoint()
             raise _StopSession
 
+    # ------------------------------------------------------------------ non-finite guard
+    def _watch(self, phase: str, step: int, out) -> None:
+        """Hold this step's losses for :meth:`check_finite` (one ``torch.stack``, no host sync)."""
+        keys = self._loss_keys.get(phase)
+        if keys is None:
+            keys = self._loss_keys[phase] = tuple(k for k in out.keys() if isinstance(k, str) and k.startswith("loss"))
+        if not keys:
+            return
+        values = torch.stack([out[k].detach().float().sum() if out[k].ndim else out[k].detach().float() for k in keys])
+        self._loss_window.append((phase, step, self.progress.global_step + 1, values))
+        if len(self._loss_window) >= _WATCH_FLUSH:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` for the first NaN / inf loss held since the last check."""
+        window, self._loss_window = self._loss_window, []
+        start = 0
+        while start < len(window):
+            phase = window[start][0]
+            end = start
+            while end < len(window) and window[end][0] == phase:
+                end += 1
+            values = torch.stack([w[3] for w in window[start:end]])  # [steps, losses]
+            finite = torch.isfinite(values)
+            if not bool(finite.all()):
+                row = int((~finite.all(1)).nonzero()[0])
+                col = int((~finite[row]).nonzero()[0])
+                _, step, global_step, _ = window[start + row]
+                self._raise_non_finite(phase, step, global_step, self._loss_keys[phase][col],
+                                       float(values[row, col]))
+            start = end
+
+    def _raise_non_finite(self, phase: str, step: int, global_step: int, key: str, value: float) -> None:
+        where = {"stage1": "pre-training stage-1", "stage2": "pre-training stage-2", "rl": "RL"}.get(phase, phase)
+        if self._last_ckpt_step is not None and self.ckpt_path.exists():
+            kept = f"the last checkpoint, {self.ckpt_path} (global step {self._last_ckpt_step}), is kept unchanged"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"{key} became {value} at {where} step {step} (global step {global_step}); nothing was written after "
+            f"it: {kept}. Fix: remove the cause, then start a new run -- usually a learning rate too high "
+            "(optim.lr_*, pretrain.lr), huge values in the data (rewards, observations), or degenerate sizes "
+            f"(model.*, loss.std_eps); the run's logs ({self.run_dir / 'logs'}) show how the losses grew."
+        )
+
     def _log(self, metrics: dict, step: int, prefix: str) -> dict:
         """Log metrics and the timers of the last interval (seconds per call), then reset the timers."""
+        self.check_finite()
         named = {f"{prefix}/{k}": v for k, v in metrics.items()}
         named.update(timeit.todict(percall=True, prefix="time"))
         reg = timeit._REG.get("rl/update")
@@ -223,7 +295,9 @@ class TABBTrainer:
             out["loss_model"].backward()
             self.stage1_optimizer.step()
             self.model_loss.update_target()
-        return out.detach()
+        out = out.detach()
+        self._watch("stage1", self.progress.stage1_step + 1, out)
+        return out
 
     def stage2_step(self) -> TensorDictBase:
         """One stage-2 step: a batch of the target training split, Eq. 6 on ``h`` alone."""
@@ -237,7 +311,9 @@ class TABBTrainer:
             self.stage2_optimizer.zero_grad(set_to_none=True)
             out["loss_model"].backward()
             self.stage2_optimizer.step()
-        return out.detach()
+        out = out.detach()
+        self._watch("stage2", self.progress.stage2_step + 1, out)
+        return out
 
     def pretrain_stage1(self) -> None:
         """Stage 1 of the latent pre-training (``f, g, h`` on source + target batches)."""
@@ -320,6 +396,14 @@ class TABBTrainer:
     def prepare_rl(self) -> None:
         """Freeze ``f, g, h``, build the RL buffer (caching the latents of every stored row) and the update."""
         self.latent_model.freeze()
+        if _get(self.cfg, "algo.name") == "cql":  # CQL (tabb_torchrl.pipeline.cql): no method, its own update
+            from tabb_torchrl.pipeline.cql import make_cql_update
+
+            self.rl_rb, _ = make_rl_buffer(self.cfg, self.source, self.target, None, seed=self._rl_seed,
+                                           device=self.device)
+            self.rl_update = make_cql_update(self.cfg, self.loss_module, self.rl_rb, self.optimizers,
+                                             self.target_updater, step=self.progress.rl_step)
+            return
         method = self.loss_module.method
         if not self.method_prepared:  # the method's own pre-training, once per run (checkpointed with the loss)
             t0 = time.time()
@@ -351,10 +435,13 @@ class TABBTrainer:
     def rl_step(self) -> dict[str, torch.Tensor]:
         """One RL update (``self.rl_update()``); returns its detached metrics (tensors)."""
         with timeit("rl/update"):
-            return self.rl_update()
+            out = self.rl_update()
+        self._watch("rl", self.progress.rl_step + 1, out)
+        return out
 
     def evaluate(self) -> dict:
         """Evaluate the actor in the target env and append to the history."""
+        self.check_finite()
         reference = _get(self.cfg, "eval.reference")
         self.actor.eval()
         with timeit("eval"):
@@ -520,13 +607,16 @@ class TABBTrainer:
         self._session_start = time.time()
         self.latent_cache_mb = float(state.get("latent_cache_mb", 0.0))
         self.method_prepared = bool(state["method_prepared"])
+        self._last_ckpt_step = self.progress.global_step
         if self.progress.phase in ("rl", "done"):
             self.latent_model.freeze()
 
     def save_checkpoint(self) -> None:
-        """Write the checkpoint atomically (``<run_dir>/<checkpoint.filename>``)."""
+        """Write the checkpoint atomically (``<run_dir>/<checkpoint.filename>``), never one of non-finite losses."""
+        self.check_finite()
         with timeit("checkpoint"):
             save_checkpoint_atomic(self.state_dict(), self.ckpt_path)
+        self._last_ckpt_step = self.progress.global_step
 
     def updates_per_second(self) -> float | None:
         """RL updates per second of update time in this session: the median over the log
