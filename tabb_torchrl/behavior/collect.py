@@ -55,6 +55,7 @@ from tabb_torchrl.behavior.episodes import (
 from tabb_torchrl.behavior.minari_writer import (
     DATASET_QUALITIES,
     _read_metadata,
+    clean_stale_temp,
     dataset_id_for,
     dataset_path,
     write_minari_dataset,
@@ -204,6 +205,19 @@ def _default_workers(size: int) -> int:
     return 2 if size >= PARALLEL_THRESHOLD else 1
 
 
+def _check_request(size: Any, seed: Any, n_envs: Any = 1, n_workers: Any = None) -> None:
+    """Refuse sizes, seeds and counts that cannot give a dataset, before the cache is touched."""
+    for name, value, low in (("size", size, 1), ("seed", seed, 0), ("n_envs", n_envs, 1), ("n_workers", n_workers, 1)):
+        if name == "n_workers" and value is None:
+            continue
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) >= low
+        if not ok:
+            raise ValueError(
+                f"{name}={value!r} must be an integer >= {low}; nothing was collected and the cached dataset, if "
+                f"any, is kept. Fix: pass {name}=<int >= {low}> (--{name.replace('_', '-')} on the command line)."
+            )
+
+
 def _plan(env_id: str, quality: str, size: int, seed: int, n_envs: int, n_workers: int | None,
           policy_root, run_dir) -> dict[str, Any]:
     """Everything that determines the dataset's content (the cache key).
@@ -214,7 +228,9 @@ def _plan(env_id: str, quality: str, size: int, seed: int, n_envs: int, n_worker
     mujoco and gymnasium versions), so that a fixed shift spec or an upgrade
     regenerates the dataset.  Every key is stored with a ``tabb_`` prefix in the
     dataset's metadata; a cached dataset is reused only if all of them match.
+    A size below 1 (or a negative seed) is refused first (``ValueError``).
     """
+    _check_request(size, seed, n_envs, n_workers)
     env_id = canonical_env_id(env_id)
     plan: dict[str, Any] = {
         "env_id": env_id,
@@ -284,6 +300,15 @@ def create_dataset(
         run_dir: SAC run directory holding ``medium_replay.pt`` (``medium-replay`` only).
         show_progress: Show a tqdm bar.
 
+    Raises:
+        ValueError: ``size < 1``, a negative seed, ``n_envs`` or ``n_workers`` below
+            1 (before anything is collected or written: the cached dataset is kept).
+
+    Before collecting it removes the temporary folders that killed collections
+    left in the dataset's namespace folder
+    (:func:`~tabb_torchrl.behavior.minari_writer.clean_stale_temp`; a
+    concurrent writer's folder is locked and kept).
+
     Examples:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
@@ -291,9 +316,15 @@ def create_dataset(
         ...                        show_progress=False)
         ...     p.name
         'random-v0'
+        >>> create_dataset("Hopper-v5", "random", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: size=0 must be an integer >= 1; nothing was collected and the cached dataset, if any, is kept. Fix: ...
     """
+    _check_request(size, seed, n_envs, n_workers)
     env_id = canonical_env_id(env_id)  # the level id of a default level is collected as its alias
     plan = _plan_override or _plan(env_id, quality, size, seed, n_envs, n_workers, policy_root, run_dir)
+    clean_stale_temp(dataset_path(env_id, quality, dataset_root).parent)
     t0 = time.perf_counter()
     desc = f"{dataset_id_for(env_id, quality)}"
     if quality == "medium-replay":
@@ -413,17 +444,38 @@ def _env_error(env_id: str) -> str | None:
     return None
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (the error names the value and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"{value} is below {low}: pass an integer >= {low} (nothing was collected; the cached dataset is kept)")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m tabb_torchrl.behavior.collect --help``)."""
+    """Command-line entry point (``python -m tabb_torchrl.behavior.collect --help``).
+
+    Every argument is checked before the cache is touched (``--size 0`` exits
+    with status 2 and keeps the cached dataset); status 2 also for an unknown
+    env or a missing behaviour policy.
+    """
     p = argparse.ArgumentParser(prog="python -m tabb_torchrl.behavior.collect", description=__doc__.split("\n")[0])
     p.add_argument("--env", required=True, help="env id, e.g. Hopper-v5 or tabb/Hopper-morph-v0")
     p.add_argument("--quality", default="medium", choices=DATASET_QUALITIES)
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=_int_at_least(1), default=None,
                    help=f"transitions (default {SOURCE_SIZE} in a source env, {TARGET_SIZE} in a tabb/ target env; "
                         "per half for medium-expert)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-envs", type=int, default=DEFAULT_N_ENVS)
-    p.add_argument("--workers", type=int, default=None, help="processes (default 2 if size >= 100k)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--n-envs", type=_int_at_least(1), default=DEFAULT_N_ENVS)
+    p.add_argument("--workers", type=_int_at_least(1), default=None, help="processes (default 2 if size >= 100k)")
     p.add_argument("--dataset-root", default=None, help="Minari root (default $MINARI_DATASETS_PATH)")
     p.add_argument("--policy-root", default=None, help="behaviour-policy folder (default: shipped assets)")
     p.add_argument("--run-dir", default=None, help="SAC run dir with medium_replay.pt (medium-replay)")
@@ -443,14 +495,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = _plan(args.env, args.quality, args.size, args.seed, args.n_envs, args.workers, args.policy_root,
                      args.run_dir)
-    except (PolicyNotFoundError, FileNotFoundError) as err:
+    except (PolicyNotFoundError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     path = dataset_path(args.env, args.quality, args.dataset_root)
     name = dataset_id_for(args.env, args.quality)
-    if not args.force and _cache_matches(_read_metadata(path), plan):
+    cached = _read_metadata(path)
+    if not args.force and _cache_matches(cached, plan):
         print(f"{name}: cached at {path}")
     else:
+        if cached is not None:
+            print(f"{name}: replacing the cached dataset at {path} ({cached.get('total_steps')} transitions, "
+                  f"seed {cached.get('tabb_seed')}) once the new one is complete")
         path = create_dataset(args.env, args.quality, args.size, args.seed, dataset_root=args.dataset_root,
                               n_envs=args.n_envs, n_workers=args.workers, policy_root=args.policy_root,
                               run_dir=args.run_dir, _plan_override=plan)

@@ -254,10 +254,31 @@ def _cut_to(episodes: list[Episode], n: int) -> list[Episode]:
 _COUNTER = None
 
 
-def _init_worker(counter) -> None:
+def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """Start a daemon thread that ends this process once its parent is gone.
+
+    A collection worker whose parent was killed (``SIGKILL``, an out-of-memory
+    kill) would otherwise finish its whole share of the episodes, for nothing;
+    when the parent dies the worker is re-parented, so ``os.getppid()`` changes.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(counter, parent_pid: int | None = None) -> None:
     global _COUNTER
     _COUNTER = counter
     torch.set_num_threads(1)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
 
 
 def _worker(args: tuple) -> list[Episode]:
@@ -297,7 +318,7 @@ def _collect_parallel(
                                     deterministic=deterministic, progress=bar.update)
         ctx = mp.get_context("spawn")
         counter = ctx.Value("q", 0)
-        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(counter,)) as pool:
+        with ctx.Pool(n_workers, initializer=_init_worker, initargs=(counter, os.getpid())) as pool:
             res = pool.map_async(
                 _worker, [(env_id, policy, s, n_envs, sd, deterministic) for s, sd in zip(sizes, seeds)], chunksize=1
             )

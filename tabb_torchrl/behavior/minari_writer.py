@@ -4,7 +4,11 @@ Datasets are written in Minari format (``data_format="hdf5"``) with ids
 ``tabb/<env>[-<shift>...]/<quality>-v0`` (``tabb/Hopper/medium-v0`` for
 ``Hopper-v5``, ``tabb/Hopper-morph/medium-v0`` for ``tabb/Hopper-morph-v0``),
 into a hidden temporary directory first, moved into place only when complete,
-so a killed run never leaves a loadable partial dataset.
+so a killed run never leaves a loadable partial dataset. The writer holds an
+exclusive lock on its temporary directory while it writes, and on the namespace
+folder while it swaps the new dataset in: :func:`clean_stale_temp` (run at the
+start of every collection) removes the temporary folders of killed writers and
+never those of a writer at work. An empty dataset is never written.
 
 A default-level env id and its alias (``tabb/Walker2d-friction-0.5-v0`` and
 ``tabb/Walker2d-friction-v0``) are one env: both give the dataset id of the
@@ -27,7 +31,7 @@ import numpy as np
 from tabb_torchrl.behavior.episodes import Episode, _make_env
 from tabb_torchrl.behavior.policies import canonical_env_id
 
-__all__ = ["DATASET_QUALITIES", "dataset_id_for", "dataset_path", "write_minari_dataset"]
+__all__ = ["DATASET_QUALITIES", "clean_stale_temp", "dataset_id_for", "dataset_path", "write_minari_dataset"]
 
 #: Dataset qualities, in D4RL's naming.
 DATASET_QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -79,6 +83,111 @@ def dataset_path(env_id: str, quality: str, dataset_root: str | os.PathLike | No
     return _datasets_root(dataset_root) / dataset_id_for(env_id, quality)
 
 
+class _Lock:
+    """An exclusive ``flock`` on a directory, held until :meth:`release` (no-op without ``fcntl``)."""
+
+    def __init__(self, directory: Path, *, blocking: bool = True) -> None:
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self.acquired = True
+            return
+        self.fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            self.acquired = True
+        except BlockingIOError:
+            self.acquired = False
+            self.release()
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __enter__(self) -> "_Lock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+#: A temporary folder whose lock is free is left alone this long after its creation (its writer
+#: may not have locked it yet) unless the process named in it is gone.
+_TMP_GRACE_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of killed dataset writers in one namespace folder.
+
+    * ``.<name>.tmp-<pid>-<id>`` -- a temporary dataset folder: removed when no
+      writer holds its lock (and its process is gone, or it is older than a
+      minute); a concurrent writer's folder is locked and kept.
+    * ``.<name>.old-<id>`` -- a dataset moved aside during a swap: removed when
+      ``<name>`` exists, moved back into place when it does not (the swap was cut
+      between its two renames).
+
+    It holds the folder's lock, which writers take to swap a dataset in.
+
+    Args:
+        folder: the namespace folder (``<root>/tabb/Hopper``), the parent of the datasets.
+
+    Returns:
+        list of Path: the folders removed or restored.
+
+    Examples:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / ".random-v0.tmp-999999999-abcd").mkdir()
+        >>> [p.name for p in clean_stale_temp(d)], sorted(p.name for p in d.iterdir())
+        (['.random-v0.tmp-999999999-abcd'], [])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    done = []
+    with _Lock(folder):
+        for entry in sorted(folder.iterdir()):
+            name = entry.name
+            if not (name.startswith(".") and entry.is_dir()):
+                continue
+            if ".tmp-" in name:
+                pid_text = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+                pid = int(pid_text) if pid_text.isdigit() else None
+                lock = _Lock(entry, blocking=False)
+                if not lock.acquired:
+                    continue  # a writer at work
+                try:
+                    import time
+
+                    young = time.time() - entry.stat().st_mtime < _TMP_GRACE_S
+                    if young and (pid is None or _pid_alive(pid)):
+                        continue  # perhaps created a moment ago, not locked yet
+                    shutil.rmtree(entry, ignore_errors=True)
+                    done.append(entry)
+                finally:
+                    lock.release()
+            elif ".old-" in name:
+                final = folder / name[1:].rsplit(".old-", 1)[0]
+                if final.exists():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    os.replace(entry, final)
+                done.append(entry)
+    return done
+
+
 def _ensure_namespaces(root: Path, dataset_id: str) -> None:
     from minari.namespace import NAMESPACE_METADATA_FILENAME
 
@@ -105,8 +214,10 @@ def write_minari_dataset(
     """Write episodes as a Minari (hdf5) dataset, atomically.
 
     The dataset is written into a hidden temporary directory next to its final
-    place and renamed into place once complete (an existing dataset with the
-    same id is replaced).
+    place (locked while it is written) and renamed into place once complete,
+    under the namespace folder's lock (an existing dataset with the same id is
+    replaced). No episode, or no transition, is refused before anything is
+    touched: a good dataset is never replaced by an empty one.
 
     Args:
         dataset_id: Minari id (``tabb/<env>/<quality>-v0``).
@@ -119,6 +230,9 @@ def write_minari_dataset(
 
     Returns:
         The dataset directory.
+
+    Raises:
+        ValueError: no episode or no transition to write.
 
     Examples:
         >>> import tempfile
@@ -135,6 +249,12 @@ def write_minari_dataset(
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
 
+    n_transitions = sum(len(e.rewards) for e in episodes)
+    if not episodes or n_transitions == 0:
+        raise ValueError(
+            f"{dataset_id}: nothing to write ({len(episodes)} episodes, {n_transitions} transitions); the cached "
+            "dataset, if any, is kept. Fix: collect at least one transition (size >= 1)."
+        )
     root = _datasets_root(dataset_root)
     final = root / dataset_id
     _ensure_namespaces(root, dataset_id)
@@ -153,8 +273,10 @@ def write_minari_dataset(
             env_spec = None
     finally:
         env.close()
+    tmp_lock = None
     try:
         tmp.mkdir(parents=True)
+        tmp_lock = _Lock(tmp)  # held until the end: clean_stale_temp leaves a writer at work alone
         storage = MinariStorage.new(
             tmp / "data", observation_space=obs_space, action_space=act_space, env_spec=env_spec,
             data_format="hdf5",
@@ -184,22 +306,29 @@ def write_minari_dataset(
                 )
                 for e in episodes[start : start + chunk]
             )
-        # A directory swap (not a file write: tabb_torchrl.io does not apply). The old dataset is
-        # moved aside, the new one into place, and put back if that fails.
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            try:
+        written = int(storage.total_steps)
+        if written != n_transitions:
+            raise RuntimeError(f"{dataset_id}: wrote {written} of {n_transitions} transitions; the cached dataset, "
+                               "if any, is kept")
+        # A directory swap (not a file write: tabb_torchrl.io does not apply), under the folder's lock.
+        # The old dataset is moved aside, the new one into place, and put back if that fails.
+        with _Lock(final.parent):
+            if final.exists():
+                old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(final, old)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(old, final)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
                 os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
     finally:
         if tmp.exists():  # a failed or interrupted write leaves no temporary folder behind
             shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_lock is not None:
+            tmp_lock.release()
     return final
 
 
