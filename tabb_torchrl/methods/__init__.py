@@ -12,6 +12,10 @@ the architecture page of the docs.
   (Liu, Zhang & Wang, ICLR 2022).
 * :class:`SRPO` -- a state-discriminator reward on source rows, real = high-value states
   (Xue et al., NeurIPS 2023).
+* :class:`IGDF` -- contrastive dynamics scores filter (top xi) and weight source rows
+  (Wen et al., ICML 2024, arXiv 2405.06192).
+* :class:`V2A` -- IGDF's score mixed with a modality-aware advantage filters source rows
+  (Qiao et al., ICML 2026, arXiv 2605.24862).
 
 :func:`make_method` builds one by registry name; :func:`register_method` adds yours.
 """
@@ -24,10 +28,12 @@ from tabb_torchrl.objectives.tabb import TABB
 
 # baselines: one import line each (keep alphabetical)
 from tabb_torchrl.methods.dara import DARA
+from tabb_torchrl.methods.igdf import IGDF
 from tabb_torchrl.methods.srpo import SRPO
+from tabb_torchrl.methods.v2a import V2A
 # end of baseline imports
 
-__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "METHODS",
+__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "IGDF", "V2A", "METHODS",
            "make_method", "register_method"]
 
 METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
@@ -35,7 +41,9 @@ METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
     "iql": PooledIQL,
     # baselines: one line each (keep alphabetical)
     "dara": DARA,
+    "igdf": IGDF,
     "srpo": SRPO,
+    "v2a": V2A,
     # end of baselines
 }
 """Registry name -> constructor of every cross-domain method (``algo.method`` of the recipe)."""
