@@ -14,6 +14,8 @@ the architecture page of the docs.
   (Xue et al., NeurIPS 2023).
 * :class:`IGDF` -- contrastive dynamics scores filter (top xi) and weight source rows
   (Wen et al., ICML 2024, arXiv 2405.06192).
+* :class:`OTDF` -- optimal-transport deviations filter (top 80 %) and weight source rows; a VAE of
+  the target data constrains the actor (Lyu et al., ICLR 2025).
 * :class:`V2A` -- IGDF's score mixed with a modality-aware advantage filters source rows
   (Qiao et al., ICML 2026, arXiv 2605.24862).
 
@@ -29,11 +31,12 @@ from tabb_torchrl.objectives.tabb import TABB
 # baselines: one import line each (keep alphabetical)
 from tabb_torchrl.methods.dara import DARA
 from tabb_torchrl.methods.igdf import IGDF
+from tabb_torchrl.methods.otdf import OTDF
 from tabb_torchrl.methods.srpo import SRPO
 from tabb_torchrl.methods.v2a import V2A
 # end of baseline imports
 
-__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "IGDF", "V2A", "METHODS",
+__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "IGDF", "V2A", "OTDF", "METHODS",
            "make_method", "register_method"]
 
 METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
@@ -42,6 +45,7 @@ METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
     # baselines: one line each (keep alphabetical)
     "dara": DARA,
     "igdf": IGDF,
+    "otdf": OTDF,
     "srpo": SRPO,
     "v2a": V2A,
     # end of baselines
