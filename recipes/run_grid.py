@@ -19,6 +19,7 @@ A grid YAML (``recipes/grids/*.yaml``) has::
     sweep_dir: results/raw/grids/reduced_cpu
     results_dir: docs/results/grid_reduced_cpu
     overrides: [optim.steps=3000, ...]   # any hydra overrides of the recipe
+    split_by: []                    # optional: config keys whose values get their own columns
 
 The command it runs is::
 
@@ -29,6 +30,12 @@ and the aggregation (:mod:`tabb_torchrl.results`) writes into ``results_dir``:
 ``table.md`` (mean ± std over seeds of the final normalised target score, and of
 the best one), ``table.tex``, ``table.csv`` and ``curve_<task>.png`` (normalised
 score vs RL step, mean ± std over seeds, one line per algorithm).
+
+A cell never mixes runs of different settings: when the runs of one
+(task, algorithm) differ in a setting besides the seed (say two values of
+``loss.tau`` in one sweep folder), the aggregation stops with status 2 and names
+the keys; ``--split-by loss.tau`` (or ``split_by`` in the grid file) gives each
+value its own column.
 """
 from __future__ import annotations
 
@@ -52,6 +59,7 @@ def load_grid(path: str | Path) -> dict:
             raise SystemExit(f"{path}: the grid needs a non-empty '{key}' entry.")
     grid.setdefault("launcher", None)
     grid.setdefault("overrides", [])
+    grid.setdefault("split_by", [])
     grid.setdefault("sweep_dir", f"results/raw/grids/{grid['name']}")
     grid.setdefault("results_dir", f"docs/results/grid_{grid['name']}")
     return grid
@@ -74,15 +82,22 @@ def hydra_command(grid: dict, extra: list[str] | None = None) -> list[str]:
 
 def aggregate_grid(grid: dict) -> str:
     """Aggregate the grid's summaries into ``results_dir``; returns the markdown tables."""
-    from tabb_torchrl.results import aggregate, collect_summaries, plot_learning_curves, to_csv, to_latex, to_markdown
+    from tabb_torchrl.results import (
+        ResultsError, aggregate, collect_summaries, plot_learning_curves, to_csv, to_latex, to_markdown,
+    )
 
     runs = collect_summaries(REPO / grid["sweep_dir"])
     if not runs:
         raise SystemExit(f"No summary.json under {grid['sweep_dir']}: run the grid first.")
+    split_by = list(grid.get("split_by") or [])
+    try:
+        final = aggregate(runs, "normalized_score", algos=grid["algos"], split_by=split_by)
+        best = aggregate(runs, "best_normalized_score", algos=grid["algos"], split_by=split_by)
+    except ResultsError as err:
+        print(f"error: {grid['sweep_dir']}: {err}", file=sys.stderr)
+        sys.exit(2)
     out = REPO / grid["results_dir"]
     out.mkdir(parents=True, exist_ok=True)
-    final = aggregate(runs, "normalized_score", algos=grid["algos"])
-    best = aggregate(runs, "best_normalized_score", algos=grid["algos"])
     md = "\n".join([
         "Final normalised target score (last evaluation), mean ± std over seeds (number of seeds):",
         "",
@@ -95,7 +110,7 @@ def aggregate_grid(grid: dict) -> str:
     (out / "table.md").write_text(md + "\n")
     (out / "table.tex").write_text(to_latex(final, caption=f"Normalised target score ({grid['name']} grid)") + "\n")
     (out / "table.csv").write_text(to_csv(final) + "\n")
-    curves = plot_learning_curves(runs, out, algos=grid["algos"])
+    curves = plot_learning_curves(runs, out, algos=grid["algos"], split_by=split_by)
     print(md)
     print(f"\n{len(runs)} runs; tables and {len(curves)} figure(s) in {out}")
     return md
@@ -111,6 +126,8 @@ def main(argv=None) -> None:
     p.add_argument("--sweep-dir", default=None, help="override the grid's sweep_dir")
     p.add_argument("--results-dir", default=None, help="override the grid's results_dir")
     p.add_argument("--extra", nargs="*", default=[], help="extra hydra overrides")
+    p.add_argument("--split-by", nargs="*", default=None, metavar="KEY",
+                   help="config keys whose values get their own columns (e.g. loss.tau)")
     args = p.parse_args(argv)
     grid = load_grid(args.grid)
     if args.launcher:
@@ -121,6 +138,8 @@ def main(argv=None) -> None:
         grid["sweep_dir"] = args.sweep_dir
     if args.results_dir:
         grid["results_dir"] = args.results_dir
+    if args.split_by is not None:
+        grid["split_by"] = args.split_by
     cmd = hydra_command(grid, args.extra)
     n_runs = len(grid["tasks"]) * len(grid["algos"]) * len(grid["seeds"])
     print(f"grid {grid['name']}: {n_runs} runs")

@@ -9,6 +9,12 @@ markdown or LaTeX table, plus one learning-curve figure per task.
 The standard deviation is over seeds (``numpy.std``, ``ddof=0``, as CORL
 reports it); a cell with one seed shows ``± 0.0``.
 
+A cell never mixes settings silently: the runs of one ``(task, algo)`` cell must
+share every setting but the seed and the runtime-only ones (read from the
+``config.yaml`` next to each ``summary.json``). Otherwise :func:`aggregate`
+raises :class:`ResultsError` naming the differing keys; ``split_by=["loss.tau"]``
+gives each value its own column (``tabb (loss.tau=0.5)``).
+
 Examples:
     >>> from tabb_torchrl.results import aggregate, to_markdown
     >>> runs = [{"algo": "tabb", "env": "tabb/Hopper-morph-v0", "seed": s, "normalized_score": x}
@@ -30,6 +36,7 @@ from typing import Any
 
 __all__ = [
     "ALGO_ORDER",
+    "ResultsError",
     "CellStats",
     "ResultTable",
     "task_name",
@@ -43,6 +50,15 @@ __all__ = [
 
 #: Column order of the tables (other algorithms follow, sorted).
 ALGO_ORDER = ("iql_target", "iql_mixed", "src_actor", "tabb")
+
+
+class ResultsError(ValueError):
+    """Runs that cannot be aggregated as asked: the message names the differing settings and the fix.
+
+    Examples:
+        >>> issubclass(ResultsError, ValueError)
+        True
+    """
 
 
 def task_name(env_id: str) -> str:
@@ -142,8 +158,10 @@ class ResultTable:
 def collect_summaries(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read every ``summary.json`` under ``roots`` (folders searched recursively, or files).
 
-    Each returned dictionary gets a ``"_path"`` entry with the file it came from.
-    Files that are not valid JSON are skipped with a warning.
+    Each returned dictionary gets a ``"_path"`` entry with the file it came from
+    and, when the run directory holds the recipe's ``config.yaml``, a
+    ``"_config"`` entry with that configuration (used to keep runs of different
+    settings apart). Files that are not valid JSON are skipped with a warning.
 
     Args:
         roots: one or several folders (e.g. a hydra ``multirun/<date>/<time>``
@@ -179,9 +197,97 @@ def collect_summaries(roots: str | os.PathLike | Iterable[str | os.PathLike]) ->
         except (OSError, json.JSONDecodeError) as err:
             warnings.warn(f"skipping {path}: {err}", stacklevel=2)
             continue
+        if not isinstance(data, dict):
+            warnings.warn(f"skipping {path}: not a JSON object", stacklevel=2)
+            continue
         data["_path"] = str(path)
+        config = _read_config(path.parent / "config.yaml")
+        if config is not None:
+            data["_config"] = config
         out.append(data)
     return out
+
+
+def _read_config(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception:
+        try:
+            import yaml
+
+            data = yaml.safe_load(path.read_text())
+        except Exception:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def _settings(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The flat settings of a run that must agree within a cell (all but seed and runtime-only keys)."""
+    from tabb_torchrl.pipeline.config import HASH_EXCLUDED_KEYS, _flatten, _matches
+
+    config = summary.get("_config")
+    if not isinstance(config, Mapping):
+        return None
+    ignored = (*HASH_EXCLUDED_KEYS, "seed")
+    return {k: v for k, v in _flatten(config).items() if not _matches(k, ignored)}
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else (json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+
+
+def _label(summary: Mapping[str, Any], split_by: Sequence[str]) -> str:
+    """The column of a run: its algorithm, plus the values of ``split_by``."""
+    algo = str(summary["algo"])
+    if not split_by:
+        return algo
+    from tabb_torchrl.pipeline.config import _flatten
+
+    flat = _flatten(summary.get("_config") or {})
+    parts = [f"{k}={_show(flat.get(k, summary.get(k)))}" for k in split_by]
+    return f"{algo} ({', '.join(parts)})"
+
+
+def _check_cells(summaries: Sequence[Mapping[str, Any]], split_by: Sequence[str]) -> None:
+    """Raise :class:`ResultsError` when a cell would mix runs of different settings."""
+    groups: dict[tuple[str, str], list] = {}
+    for s in summaries:
+        groups.setdefault((task_name(str(s["env"])), _label(s, split_by)), []).append(s)
+    for (task, label), runs in groups.items():
+        known = [(r, _settings(r)) for r in runs]
+        known = [(r, st) for r, st in known if st is not None]
+        keys = sorted({k for _, st in known for k in st})
+        values = {k: {json.dumps(st.get(k, "<absent>"), sort_keys=True, default=str) for _, st in known}
+                  for k in keys}
+        differ = [k for k in keys if len(values[k]) > 1]
+        if not differ:  # runs without config.yaml: re-runs of one seed must at least share their hash
+            by_seed: dict[int, set] = {}
+            for r in runs:
+                if r.get("config_hash") and _settings(r) is None:
+                    by_seed.setdefault(int(r.get("seed", 0)), set()).add(str(r["config_hash"]))
+            clash = {seed: h for seed, h in by_seed.items() if len(h) > 1}
+            if not clash:
+                continue
+            seed, hashes = next(iter(clash.items()))
+            raise ResultsError(
+                f"{task} / {label}, seed {seed}: runs with different configurations (config hashes "
+                f"{', '.join(sorted(hashes))}) would collapse into one value (the last one would win); their "
+                "config.yaml files are missing, so the differing settings cannot be named. Fix: aggregate the runs "
+                "of each configuration on their own (one sweep folder per setting), or remove the stale runs."
+            )
+        shown = "; ".join(f"{k}: {', '.join(sorted(_show(json.loads(v)) for v in values[k]))}" for k in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        paths = ", ".join(str(r.get("_path", "?")) for r, _ in known[:3])
+        raise ResultsError(
+            f"{task} / {label}: the runs differ in {len(differ)} setting(s) besides the seed -- {shown}{more}; "
+            f"one cell would mix them (e.g. {paths}). Fix: give each setting its own column with "
+            f"split_by=[{', '.join(repr(k) for k in differ[:3])}] (run_grid.py --split-by {' '.join(differ[:3])}), "
+            "or aggregate the runs of each setting on their own (one sweep folder per setting)."
+        )
 
 
 def _order_algos(algos: Iterable[str]) -> list[str]:
@@ -196,12 +302,17 @@ def aggregate(
     *,
     tasks: Sequence[str] | None = None,
     algos: Sequence[str] | None = None,
+    split_by: Sequence[str] = (),
 ) -> ResultTable:
     """Group summaries by ``(task, algo)`` and collect ``metric`` over seeds.
 
     Runs whose ``metric`` is missing or ``None`` are skipped. If one
-    ``(task, algo, seed)`` appears more than once (a re-run), the last one in
-    path order is kept.
+    ``(task, algo, seed)`` appears more than once with the same settings (a
+    re-run), the last one in path order is kept. Runs of one cell whose
+    settings differ (besides the seed and the runtime-only keys; read from the
+    ``"_config"`` that :func:`collect_summaries` attaches, or else their
+    ``config_hash`` for re-runs of one seed) raise :class:`ResultsError`
+    naming the differing keys, unless ``split_by`` lists them.
 
     Args:
         summaries: dictionaries with ``"algo"``, ``"env"``, ``"seed"`` and ``metric``.
@@ -212,9 +323,14 @@ def aggregate(
         tasks (sequence of str, optional): task order (default: sorted).
         algos (sequence of str, optional): column order (default:
             :data:`ALGO_ORDER`, then the others sorted).
+        split_by (sequence of str): dotted config keys (``"loss.tau"``) whose
+            values split an algorithm's column (``"tabb (loss.tau=0.5)"``).
 
     Returns:
         ResultTable: the cells.
+
+    Raises:
+        ResultsError: a cell would mix runs of different settings.
 
     Examples:
         >>> runs = [
@@ -224,13 +340,25 @@ def aggregate(
         >>> t = aggregate(runs)
         >>> t.algos, t.cell("Hopper-morph", "tabb").format()
         (['iql_target', 'tabb'], '20.0 ± 10.0 (2)')
+
+        Two settings of ``loss.tau`` are refused, or split into columns:
+
+        >>> runs = [{"algo": "tabb", "env": "E-v0", "seed": 0, "normalized_score": x,
+        ...          "_config": {"seed": 0, "loss": {"tau": tau}}} for x, tau in ((1.0, 0.5), (3.0, 2.0))]
+        >>> aggregate(runs)
+        Traceback (most recent call last):
+        ...
+        tabb_torchrl.results.ResultsError: E / tabb: the runs differ in 1 setting(s) besides the seed -- loss.tau: 0.5, 2.0; ... Fix: ...
+        >>> aggregate(runs, split_by=["loss.tau"]).algos
+        ['tabb (loss.tau=0.5)', 'tabb (loss.tau=2.0)']
     """
+    _check_cells(summaries, split_by)
     by_key: dict[tuple[str, str, int], float] = {}
     for s in summaries:
         value = s.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        key = (task_name(str(s["env"])), str(s["algo"]), int(s.get("seed", 0)))
+        key = (task_name(str(s["env"])), _label(s, split_by), int(s.get("seed", 0)))
         by_key[key] = float(value)
     cells: dict[tuple[str, str], CellStats] = {}
     for (task, algo, seed), value in sorted(by_key.items()):
@@ -238,8 +366,19 @@ def aggregate(
         cell.values.append(value)
         cell.seeds.append(seed)
     task_list = list(tasks) if tasks is not None else sorted({t for t, _ in cells})
-    algo_list = list(algos) if algos is not None else _order_algos(a for _, a in cells)
+    algo_list = _columns(algos, {a for _, a in cells})
     return ResultTable(cells, task_list, algo_list, metric)
+
+
+def _columns(algos: Sequence[str] | None, labels: set[str]) -> list[str]:
+    """The columns: ``algos`` in their order (each followed by its split columns), or every label."""
+    if algos is None:
+        return _order_algos(labels)
+    out = []
+    for a in algos:
+        split = sorted(label for label in labels if label.startswith(f"{a} ("))
+        out.extend(split or [a])
+    return out
 
 
 def _best_algo(table: ResultTable, task: str) -> str | None:
@@ -358,13 +497,13 @@ def to_csv(table: ResultTable) -> str:
     return "\n".join(lines)
 
 
-def _curves(summaries: Sequence[Mapping[str, Any]], task: str, algo: str):
+def _curves(summaries: Sequence[Mapping[str, Any]], task: str, algo: str, split_by: Sequence[str] = ()):
     """Mean and std over seeds of the evaluation history, on the steps every seed has."""
     import numpy as np
 
     per_seed = {}
     for s in summaries:
-        if task_name(str(s["env"])) != task or s["algo"] != algo or not s.get("history"):
+        if task_name(str(s["env"])) != task or _label(s, split_by) != algo or not s.get("history"):
             continue
         per_seed[int(s.get("seed", 0))] = {int(h["step"]): float(h["normalized_score"]) for h in s["history"]}
     if not per_seed:
@@ -382,6 +521,7 @@ def plot_learning_curves(
     *,
     algos: Sequence[str] | None = None,
     prefix: str = "curve_",
+    split_by: Sequence[str] = (),
 ) -> list[Path]:
     """One PNG per task: normalised score vs RL step, mean ± std over seeds, one line per algorithm.
 
@@ -395,9 +535,13 @@ def plot_learning_curves(
     Keyword Args:
         algos (sequence of str, optional): algorithms and their order.
         prefix (str): file name prefix; files are ``<prefix><task>.png``.
+        split_by (sequence of str): as for :func:`aggregate` (one line per value).
 
     Returns:
         list of Path: the files written.
+
+    Raises:
+        ResultsError: a line would mix runs of different settings (see :func:`aggregate`).
 
     Examples:
         >>> import tempfile
@@ -412,16 +556,17 @@ def plot_learning_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    _check_cells(summaries, split_by)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = sorted({task_name(str(s["env"])) for s in summaries})
-    algo_list = list(algos) if algos is not None else _order_algos(str(s["algo"]) for s in summaries)
+    algo_list = _columns(algos, {_label(s, split_by) for s in summaries})
     written = []
     for task in tasks:
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = False
         for algo in algo_list:
-            curve = _curves(summaries, task, algo)
+            curve = _curves(summaries, task, algo, split_by)
             if curve is None:
                 continue
             steps, mean, std, n = curve
