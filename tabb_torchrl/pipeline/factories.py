@@ -455,6 +455,14 @@ def make_method(cfg: Any, value_network=None, obs_dim: int | None = None, action
                      ("gamma", _get(cfg, "loss.gamma"))):
         if key in params and key not in kwargs and val is not None:
             kwargs[key] = val
+    unknown = sorted(k for k in kwargs if params and k not in params
+                     and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
+    if unknown:
+        raise ConfigError(
+            f"algo.method_kwargs has keys that method {name!r} does not take: {unknown}; it takes "
+            f"{sorted(k for k in params if k not in ('obs_dim', 'action_dim', 'env_id', 'gamma'))}. "
+            "Fix: remove or rename them."
+        )
     return build(name, **kwargs)
 
 
