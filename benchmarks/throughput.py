@@ -203,11 +203,12 @@ def build_trainer(source, target, overrides: list[str]):
 class TABBRecipeBench(Bench):
     """The recipe's RL step, ``TABBTrainer.rl_step()``, with ``optim.update=<update>`` and ``algo=<algo>``."""
 
-    def __init__(self, source, target, compiled: bool, mode: str | None, update: str, algo: str = "tabb"):
+    def __init__(self, source, target, compiled: bool, mode: str | None, update: str, algo: str = "tabb",
+                 extra: list[str] = ()):
         self.name = (f"{algo} recipe, optim.update={update}" + (" (default)" if update == "fused" else "")
                      + (" compiled" if compiled else ""))
         self.recipe = algo == "tabb"
-        overrides = [f"compile.enabled={str(compiled).lower()}", f"optim.update={update}", f"algo={algo}"]
+        overrides = [f"compile.enabled={str(compiled).lower()}", f"optim.update={update}", f"algo={algo}", *extra]
         if mode:
             overrides.append(f"compile.mode={mode}")
         self.cfg, self.trainer = build_trainer(source, target, overrides)
@@ -219,6 +220,16 @@ class TABBRecipeBench(Bench):
 
     def step(self):
         return self.trainer.rl_step()
+
+
+def _kwargs_of(algo: str) -> set[str]:
+    """The constructor arguments of an algo's method (so --extra method kwargs reach only their method)."""
+    import inspect
+
+    from tabb_torchrl.methods import METHODS
+
+    cfg = compose_cfg([f"algo={algo}"])
+    return set(inspect.signature(METHODS[cfg.algo.method]).parameters)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -306,6 +317,8 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated subset: plain,torchrl,tabb,modular")
     p.add_argument("--algos", default="", help="comma-separated other algos timed on the default update "
                    "(their cost per update against tabb's), e.g. iql_mixed")
+    p.add_argument("--extra", action="append", default=[], help="a hydra override of the recipe for the --algos "
+                   "runs (repeatable), e.g. algo.method_kwargs.repr_steps=50 to shorten a method's pre-training")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     p.add_argument("--pretrain", action="store_true", help="also time latent pre-training")
     p.add_argument("--pretrain-steps", type=int, default=200)
@@ -340,7 +353,9 @@ def main() -> None:
         if "tabb" in only:
             benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused"))
         for algo in algos:
-            benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused", algo))
+            extra = [e for e in args.extra if not e.startswith("algo.method_kwargs.")
+                     or e.split("=")[0].split(".")[-1] in _kwargs_of(algo)]
+            benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused", algo, extra))
     # the reference (uncompiled plain IQL) always first
     for b in benches:
         warmup(b, args.warmup)
