@@ -437,10 +437,10 @@ def _env_error(env_id: str) -> str | None:
     try:
         _make_env(env_id).close()
     except UnknownEnvError as err:
-        return f"error: {err}"
+        return f"error: --env {env_id}: {err}"
     except gym.error.Error as err:
-        return (f"error: {err} (source envs are gymnasium ids such as Hopper-v5; list the shifted ones with "
-                "`python -m tabb_torchrl.envs`)")
+        return (f"error: --env {env_id}: {err} (source envs are gymnasium ids such as Hopper-v5; list the shifted "
+                "ones with `python -m tabb_torchrl.envs`)")
     return None
 
 

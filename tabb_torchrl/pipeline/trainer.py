@@ -33,6 +33,7 @@ checkpoint, and every 1,000 steps.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -241,6 +242,18 @@ class TABBTrainer:
         if len(self._loss_window) >= _WATCH_FLUSH:
             self.check_finite()
 
+    @contextlib.contextmanager
+    def _reported_as_non_finite(self):
+        """A step that crashes on values an earlier non-finite loss left (an SVD of NaN latents...)
+        is reported as that loss (:class:`NonFiniteLossError`), not as the crash."""
+        try:
+            yield
+        except NonFiniteLossError:
+            raise
+        except Exception:
+            self.check_finite()
+            raise
+
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteLossError` for the first NaN / inf loss held since the last check."""
         window, self._loss_window = self._loss_window, []
@@ -289,7 +302,7 @@ class TABBTrainer:
         """One stage-1 step: a source + target batch, Eq. 6 on ``f, g, h``; returns the detached loss entries."""
         with timeit("pretrain/sample"):
             batch = self.pretrain_rb.sample()
-        with timeit("pretrain/update"):
+        with timeit("pretrain/update"), self._reported_as_non_finite():
             out = self.model_loss(batch)
             self.stage1_optimizer.zero_grad(set_to_none=True)
             out["loss_model"].backward()
@@ -306,7 +319,7 @@ class TABBTrainer:
         with timeit("pretrain/sample"):
             idx = torch.randint(0, n_train, (batch_size,), generator=self.stage2_gen)
             batch = self.target_train[idx.to(self.target_train.device)]
-        with timeit("pretrain/update"):
+        with timeit("pretrain/update"), self._reported_as_non_finite():
             out = self.model_loss(batch)
             self.stage2_optimizer.zero_grad(set_to_none=True)
             out["loss_model"].backward()
@@ -434,7 +447,7 @@ class TABBTrainer:
 
     def rl_step(self) -> dict[str, torch.Tensor]:
         """One RL update (``self.rl_update()``); returns its detached metrics (tensors)."""
-        with timeit("rl/update"):
+        with timeit("rl/update"), self._reported_as_non_finite():
             out = self.rl_update()
         self._watch("rl", self.progress.rl_step + 1, out)
         return out
