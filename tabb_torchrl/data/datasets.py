@@ -73,7 +73,7 @@ def _binary_flags(values, key: str, name: str) -> np.ndarray:
         flat = np.nonzero(bad.reshape(-1))[0]
         first = int(flat[0])
         raise DatasetError(
-            f"{name}: {key!r} holds {flat.size} value(s) that are not 0 / 1 flags, first {arr.reshape(-1)[first]!r} "
+            f"{name}: {key!r} holds {flat.size} value(s) that are not 0 / 1 flags, first {arr.reshape(-1)[first].item()!r} "
             f"at row {first}. A terminal or time-out is true or false, never a fraction or NaN (they would silently "
             f"become True). Fix: write 0 / 1 (or booleans) in {key!r}, or regenerate / re-download the dataset."
         )
