@@ -30,6 +30,7 @@ from tabb_torchrl.objectives.tabb import TABB
 
 # baselines: one import line each (keep alphabetical)
 from tabb_torchrl.methods.dara import DARA
+from tabb_torchrl.methods.droco import DROCO
 from tabb_torchrl.methods.igdf import IGDF
 from tabb_torchrl.methods.otdf import OTDF
 from tabb_torchrl.methods.srpo import SRPO
@@ -44,6 +45,7 @@ METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
     "iql": PooledIQL,
     # baselines: one line each (keep alphabetical)
     "dara": DARA,
+    "droco": DROCO,
     "igdf": IGDF,
     "otdf": OTDF,
     "srpo": SRPO,
