@@ -124,7 +124,8 @@ def test_per_domain_critic_thresholds_and_robust_targets(monkeypatch):
     loss = _loss(method)
     out = loss(_batch(preds))
     q, target, target_rows, source_rows, kwargs = calls[0]
-    assert kwargs == {"delta": None, "source_delta": 30.0}
+    assert {k: kwargs[k] for k in ("delta", "source_delta")} == {"delta": None, "source_delta": 30.0}
+    assert kwargs["delta_rows"].tolist() == [True] * 3 + [False] * 3
     assert target_rows.tolist() == [False] * 3 + [True] * 3 and source_rows.tolist() == [True] * 3 + [False] * 3
     # the loss by hand: mean over critics of  mean_T[(q - y)^2 / 2] + mean_S[huber_30(q - y)]
     err = q - target

@@ -18,6 +18,8 @@ the architecture page of the docs.
   the target data constrains the actor (Lyu et al., ICLR 2025).
 * :class:`V2A` -- IGDF's score mixed with a modality-aware advantage filters source rows
   (Qiao et al., ICML 2026, arXiv 2605.24862).
+* :class:`DROCO` -- a robust Bellman target for source rows from a target-dynamics ensemble
+  (Qiao et al., ICLR 2026, arXiv 2512.02486).
 
 :func:`make_method` builds one by registry name; :func:`register_method` adds yours.
 """
@@ -37,8 +39,23 @@ from tabb_torchrl.methods.srpo import SRPO
 from tabb_torchrl.methods.v2a import V2A
 # end of baseline imports
 
-__all__ = ["CrossDomainMethod", "SourceEdit", "SourceRows", "TABB", "PooledIQL", "DARA", "SRPO", "IGDF", "V2A", "OTDF", "METHODS",
-           "make_method", "register_method"]
+__all__ = [
+    "CrossDomainMethod",
+    "SourceEdit",
+    "SourceRows",
+    "METHODS",
+    "make_method",
+    "register_method",
+    # methods
+    "TABB",
+    "PooledIQL",
+    "DARA",
+    "DROCO",
+    "IGDF",
+    "OTDF",
+    "SRPO",
+    "V2A",
+]
 
 METHODS: dict[str, Callable[..., CrossDomainMethod]] = {
     "tabb": TABB,

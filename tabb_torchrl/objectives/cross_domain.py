@@ -221,7 +221,8 @@ def cross_domain_losses(
     deltas = getattr(method, "critic_deltas", None)  # (target rows, source rows), e.g. DROCO's (None, 30)
     loss_q = critic_loss(q, target, target_rows, source_rows, w_full,
                          delta=s.huber_delta if deltas is None else deltas[0],
-                         source_delta="same" if deltas is None else deltas[1])
+                         source_delta="same" if deltas is None else deltas[1],
+                         delta_rows=None if deltas is None else torch.arange(n, device=device) < ns)
     # value, Eq. 9
     v = nets.value(rows.feature_s[first:])
     loss_v = value_loss(min_q_target, v, s.expectile, **reduction(method.source_in_value))

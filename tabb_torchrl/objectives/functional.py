@@ -435,6 +435,7 @@ def critic_loss(
     *,
     delta: float | None = 1.0,
     source_delta: float | None | str = "same",
+    delta_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The weighted critic loss of TABB (Liu & Long, arXiv 2605.22376, Eq. 8), averaged over the ensemble.
 
@@ -453,6 +454,8 @@ def critic_loss(
         source_delta (float, None or "same"): the threshold on the source rows when it differs
             (DROCO: Huber with ``delta=30`` on source rows, squared error on target rows).
             Defaults to ``"same"`` (``delta``).
+        delta_rows (torch.Tensor, optional): the rows that take ``source_delta`` when the
+            reduction pools all rows (``source_rows=None``). Defaults to ``source_rows``.
 
     Returns:
         torch.Tensor: scalar loss.
@@ -472,8 +475,9 @@ def critic_loss(
         return 0.5 * (q - target) ** 2 if d is None else huber_loss(q, target.expand_as(q), d)
 
     per_row = elementwise(delta)
-    if source_delta != "same" and source_delta != delta and source_rows is not None:
-        per_row = torch.where(source_rows.expand_as(per_row), elementwise(source_delta), per_row)
+    rows = source_rows if delta_rows is None else delta_rows
+    if source_delta != "same" and source_delta != delta and rows is not None:
+        per_row = torch.where(rows.expand_as(per_row), elementwise(source_delta), per_row)
     return split_mean(per_row, target_rows, source_rows, weight).mean()
 
 
