@@ -452,9 +452,10 @@ def reconcile_env(cfg: Any, overridden: Any = ()) -> str | None:
             )
         env["id"] = new_id
         return new_id
-    if "env.id" in overridden and not overridden & fields:
-        for field, _, actual in mismatches:
-            env[field] = actual
+    if "env.id" in overridden and not overridden & fields:  # the group's fields describe another env: all follow the id
+        for field, actual in (("name", spec.env_name), ("shift", spec.shift), ("level", spec.level)):
+            if field in env:
+                env[field] = actual
     return None
 
 
