@@ -102,6 +102,14 @@ class NonFiniteLossError(RuntimeError):
 _WATCH_FLUSH = 1000
 
 
+def _as_scalar(value) -> torch.Tensor:
+    """A loss as a 0-d float tensor (summed when it is not a scalar; a Python number is wrapped)."""
+    if not isinstance(value, torch.Tensor):
+        return torch.tensor(float(value))
+    value = value.detach().float()
+    return value if value.ndim == 0 else value.sum()
+
+
 class TABBTrainer:
     """Runs pre-training, latent caching, the RL phase and evaluation, with exact resume.
 
@@ -237,7 +245,7 @@ class TABBTrainer:
             keys = self._loss_keys[phase] = tuple(k for k in out.keys() if isinstance(k, str) and k.startswith("loss"))
         if not keys:
             return
-        values = torch.stack([out[k].detach().float().sum() if out[k].ndim else out[k].detach().float() for k in keys])
+        values = torch.stack([_as_scalar(out[k]) for k in keys])
         self._loss_window.append((phase, step, self.progress.global_step + 1, values))
         if len(self._loss_window) >= _WATCH_FLUSH:
             self.check_finite()
