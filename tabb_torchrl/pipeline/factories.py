@@ -152,11 +152,11 @@ def load_dataset(
         td = validate_transitions(td, obs_dim, action_dim, f"{name} dataset", env_id=env_id)
     except DatasetError as err:
         where = f"data.{name}.path={path}" if path else f"data.{name}.quality={spec.get('quality')}"
-        raise ConfigError(
-            f"The {name} dataset ({where}) cannot be used with env {env_id} "
-            f"(obs {obs_dim}, action {action_dim}): {err} "
-            f"Fix: point data.{name}.path at a valid dataset collected in {env_id}, or pick another env."
-        ) from err
+        fix = "" if "Fix:" in str(err) else (
+            f" Fix: point data.{name}.path at a valid dataset collected in {env_id} "
+            f"(obs {obs_dim}, action {action_dim})."
+        )
+        raise ConfigError(f"The {name} dataset ({where}) cannot be used with env {env_id}: {err}{fix}") from err
     return td
 
 
