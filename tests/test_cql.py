@@ -5,9 +5,6 @@ smoke run with an exact kill-and-resume and a loadable actor."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from tabb_torchrl.data import make_source_target_buffer
 from tabb_torchrl.pipeline.config import ConfigError
 from tabb_torchrl.pipeline.cql import CQL_DEFAULTS, CQLUpdate, make_cql, make_cql_update
 from tabb_torchrl.pipeline.factories import make_rl_buffer
+from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -135,23 +133,6 @@ def test_behaviour_cloning_first_then_cql_and_the_step_count_resumes():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _flatten(obj, prefix=""):
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        return out
-    return {prefix: obj}
-
-
 def test_recipe_smoke_run_kill_resume_and_the_actor_loads(tmp_path):
     common = ["+preset=smoke", "algo=cql", f"data.root={tmp_path / 'data'}", "progress=false", "optim.steps=100",
               "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50",

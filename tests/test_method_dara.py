@@ -4,9 +4,6 @@ separate a toy problem, and the recipe runs and resumes bit-identically."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from tabb_torchrl import make_actor, make_latent_qvalue, make_latent_value
 from tabb_torchrl.methods import DARA, METHODS, PooledIQL, SourceRows, make_method
 from tabb_torchrl.methods.dara import LOG_RATIO_COLUMN, classifier_loss, domain_log_ratio, dara_reward
 from tabb_torchrl.objectives import CrossDomainIQLLoss
+from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -178,28 +176,6 @@ def test_registry_and_settings():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _flatten(obj, prefix=""):
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        return out
-    if isinstance(obj, (list, tuple)):
-        out = {}
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}{i}/"))
-        return out
-    return {prefix: obj}
-
-
 def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
     common = ["+preset=smoke", "algo=dara", f"data.root={tmp_path / 'data'}", "progress=false",
               "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",

@@ -5,9 +5,6 @@ smoke run with a bit-identical kill-and-resume."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from tabb_torchrl.methods.droco import (
     robust_target,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
+from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -242,23 +240,6 @@ def test_registry_settings_and_checkpointed_state():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _flatten(obj, prefix=""):
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        return out
-    return {prefix: obj}
-
-
 def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
     common = ["+preset=smoke", "algo=droco", f"data.root={tmp_path / 'data'}", "progress=false",
               "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",

@@ -4,9 +4,6 @@ changes only the source rows' weights and filter; the recipe runs and resumes bi
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from tabb_torchrl.methods.igdf import (
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
 from tabb_torchrl.objectives.functional import expectile_loss, huber_loss
+from recipe_helpers import run_recipe as _recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -252,14 +250,6 @@ def test_registry_and_the_recipe_factory():
 
 
 # ---------------------------------------------------------------- the recipe
-def _recipe(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
 def _same_parameters(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key, va in a.items():

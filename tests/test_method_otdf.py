@@ -4,9 +4,6 @@ the actor), what the plug-in changes in the losses, and a recipe run with kill-a
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ from tabb_torchrl.methods.otdf import (
     transport_deviation,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
+from recipe_helpers import run_recipe as _run, flatten_state as _flat_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -305,24 +303,6 @@ def test_registry_and_recipe_kwargs():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _run(args, cwd, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _flat_state(state, prefix=""):
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            out.update(_flat_state(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_recipe_smoke_run_and_kill_and_resume(tmp_path):
     import json
 

@@ -5,9 +5,6 @@ the source rows' weights and filter; the recipe runs and resumes bit-identically
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from tabb_torchrl.methods.v2a import (
     sparse_ql_value_loss,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
+from recipe_helpers import run_recipe as _recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "tabb_offline.py"
@@ -257,14 +255,6 @@ def test_registry_and_the_recipe_factory():
 
 
 # ---------------------------------------------------------------- the recipe
-def _recipe(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
 def test_recipe_smoke_and_kill_resume_match(tmp_path):
     kw = "algo.method_kwargs."
     base = ["+preset=smoke", f"data.root={tmp_path / 'data'}", "progress=false", "logger.log_every=50", "algo=v2a",
