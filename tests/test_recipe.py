@@ -387,3 +387,11 @@ def test_method_hooks_prepare_once_and_columns_on_resume(workdir):
     level = [float(line.split(",")[-1]) for f in (run_dir / "logs").rglob("train/level.csv")
              for line in f.read_text().splitlines() if line.strip()]
     assert level and len(set(level)) == 1 and level[0] != 0.0  # prepare()'s state survived the resume
+
+
+def test_squared_critic_loss_through_the_recipe(workdir):
+    """loss.huber_delta=null trains with the squared error (IQL's critic loss)."""
+    run_dir = workdir / "squared"
+    _check(_run([*_base(workdir), "algo=iql_mixed", "algo.features=raw", "loss.huber_delta=null", "optim.steps=20",
+                 "eval.every=20", f"run_dir={run_dir}"], cwd=workdir))
+    assert _summary(run_dir)["steps"] == 20

@@ -671,6 +671,8 @@ def validate_config(cfg: Any) -> None:
     )
     for key in ("loss.tau", "loss.beta", "loss.huber_delta", "loss.gamma", "loss.std_eps"):
         value = _get(cfg, key)
+        if key == "loss.huber_delta" and value is None:
+            continue  # null: the squared error (IQL's critic loss)
         _require(
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
             f"{key}={value!r} must be a positive number. Fix: set {key}=<number > 0>.",
