@@ -131,6 +131,20 @@ def test_resolve_run_dir(tmp_path):
         resolve_run_dir({**cfg, "resume": str(tmp_path / "missing")}, tmp_path / "x", "h1")
 
 
+def test_resume_true_continues_the_run_in_its_own_output_dir(tmp_path):
+    """A sweep run again over its sweep folder: each job continues in the folder hydra gives it."""
+    cfg = {"resume": True, "run_dir": None, "runs_root": str(tmp_path / "elsewhere"),
+           "checkpoint": {"filename": "checkpoint.pt"}}
+    job = tmp_path / "sweep" / "0_tabb_Hopper-morph_seed0"
+    assert resolve_run_dir(cfg, job, "h1") == (job, None)  # first time: a fresh run there
+    write_run_state(job, {"config_hash": "h1"})
+    (job / "checkpoint.pt").write_bytes(b"x")
+    assert resolve_run_dir(cfg, job, "h1") == (job, job / "checkpoint.pt")
+    assert resolve_run_dir(cfg, job, "h0", ("h1",)) == (job, job / "checkpoint.pt")  # legacy hash
+    with pytest.raises(ConfigError, match="checkpoint of another configuration .*Fix"):
+        resolve_run_dir(cfg, job, "h2")  # the grid changed: never overwrite the other run
+
+
 def test_summary_table_and_json(tmp_path):
     history = [
         {"step": 5, "normalized_score": 1.0, "normalized_score_std": 0.5, "return_mean": 10.0, "return_std": 1.0},

@@ -123,6 +123,24 @@ def _refuse_finished(run_dir: Path, what: str) -> None:
         )
 
 
+def _own_checkpoint(run_dir: Path, name: str, hashes: tuple[str, ...]) -> Path | None:
+    """``run_dir/name`` when ``run_dir`` holds a checkpoint of one of ``hashes``; refuses another config's."""
+    ckpt, state_file = run_dir / name, run_dir / "run_state.json"
+    if not ckpt.exists():
+        return None
+    try:
+        found = json.loads(state_file.read_text()).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found not in hashes:
+        raise ConfigError(
+            f"{run_dir} holds a checkpoint of another configuration (hash {found}, this one {hashes[0]}); "
+            "resume=true would overwrite it. Fix: run with another output folder (e.g. another "
+            "hydra.sweep.dir for a changed grid), or delete that folder."
+        )
+    return ckpt
+
+
 def resolve_run_dir(cfg: Any, default_dir: str | os.PathLike, cfg_hash: str,
                     legacy_hashes: tuple[str, ...] | list[str] = ()) -> tuple[Path, Path | None]:
     """Where the run writes, and the checkpoint to resume from (or ``None``).
@@ -133,7 +151,10 @@ def resolve_run_dir(cfg: Any, default_dir: str | os.PathLike, cfg_hash: str,
     * ``resume=false``: ``run_dir`` (or ``default_dir``, hydra's output dir); a
       folder that already holds a checkpoint or a finished run is refused (pass
       ``resume=true``, or another ``run_dir``).
-    * ``resume=true``: the configured ``run_dir`` when set, else the latest run
+    * ``resume=true``: the configured ``run_dir`` when set; else ``default_dir``
+      when it holds a checkpoint of this configuration (a hydra sweep run again
+      over the same sweep folder continues each job in its own folder, and a
+      finished job is only summarised again); else the latest run
       directory under ``runs_root`` with the same config hash (or one of
       ``legacy_hashes``, the hashes older versions gave this configuration); a
       fresh run starts when there is none (so job scripts can always pass
@@ -168,6 +189,9 @@ def resolve_run_dir(cfg: Any, default_dir: str | os.PathLike, cfg_hash: str,
             if not ckpt.exists():
                 _refuse_finished(run_dir, "resume=true (nothing to resume: a new run)")
             return run_dir, (ckpt if ckpt.exists() else None)
+        here = _own_checkpoint(Path(default_dir), name, (cfg_hash, *legacy_hashes))
+        if here is not None:  # hydra's output dir already holds this run (a sweep run again): continue it
+            return Path(default_dir), here
         found = find_latest_run(_get(cfg, "runs_root"), (cfg_hash, *legacy_hashes), name)
         if found is None:
             _LOG.info("resume=true: no earlier run of this config (hash %s) under %s; starting a new run.",
