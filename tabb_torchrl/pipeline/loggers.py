@@ -1,25 +1,66 @@
-"""Metric loggers (TorchRL's) with checkpointable positions.
+"""Metric loggers: TorchRL's, plus what resuming a run needs on top.
 
-:func:`make_logger` builds a :mod:`torchrl.record.loggers` logger (CSV by default,
-TensorBoard or W&B by configuration) under ``<run dir>/logs``; given a logger
-``state_dict`` saved in a checkpoint it reopens the same experiment, and for the
-CSV logger it also rewinds the ``scalars/*.csv`` files to the checkpoint, so a
-resumed run's CSV files hold exactly the rows of an uninterrupted run (rows
-written after the last checkpoint by the killed session are dropped).
+:func:`make_logger` builds a :mod:`torchrl.record.loggers` logger through
+:func:`torchrl.record.loggers.get_logger` (:class:`~torchrl.record.loggers.CSVLogger`
+by default, :class:`~torchrl.record.loggers.TensorboardLogger` or
+:class:`~torchrl.record.loggers.WandbLogger` by configuration) under
+``<run dir>/logs/<run name>``, and :func:`log_metrics` logs a dict of scalars
+with TorchRL's :meth:`~torchrl.record.loggers.Logger.log_metrics` (one device
+synchronisation for all tensors).
+
+What this module adds to TorchRL:
+
+* **A clear error for a missing backend.** ``logger=tensorboard`` needs the
+  ``tensorboard`` package and ``logger=wandb`` the ``wandb`` package (the
+  ``[tensorboard]`` / ``[wandb]`` extras: ``pip install -e '.[tensorboard]'``);
+  without it :func:`make_logger` raises :class:`MissingLoggerBackendError`
+  (a :class:`~tabb_torchrl.pipeline.config.ConfigError` and an ``ImportError``)
+  that says so, instead of TorchRL's bare ``ImportError``.
+* **Resume.** Given the logger ``state_dict()`` a checkpoint holds (TorchRL's:
+  the experiment name and counters), the CSV logger restores its rows and also
+  rewrites the ``scalars/*.csv`` files to the checkpoint, so a resumed run's CSV
+  files hold exactly the rows of an uninterrupted run (rows written after the
+  last checkpoint by the killed session are dropped). The logger is reopened in
+  the run directory of this session (TorchRL's ``get_logger(state_dict=...)``
+  reopens the absolute path saved in the checkpoint, and nests a TensorBoard
+  resume one folder deeper). TensorBoard appends a new event file to the same
+  folder: the events the killed session wrote after its last checkpoint stay
+  in the older file. W&B resumes the same run (TorchRL's ``resume="must"``).
+
+Files (CSV backend): ``<run dir>/logs/<run name>/scalars/<metric>.csv``, one
+``step,value`` line per entry (``train/loss_qvalue.csv``, ...), and the
+hyper-parameters in ``texts/hparams0.txt``.
 """
 from __future__ import annotations
 
+import copy
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tabb_torchrl.io import atomic_write
+from tabb_torchrl.pipeline.config import ConfigError
 
-__all__ = ["make_logger", "log_metrics", "get_console_logger"]
+__all__ = ["BACKENDS", "MissingLoggerBackendError", "check_logger_backend", "make_logger", "log_metrics",
+           "get_console_logger"]
+
+#: The logger backends and the package each one needs (``None``: none beyond the base install).
+BACKENDS: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+class MissingLoggerBackendError(ConfigError, ImportError):
+    """A logger backend whose package is not installed (the message names the extra to install).
+
+    Both a :class:`~tabb_torchrl.pipeline.config.ConfigError` (the recipe reports
+    it as a configuration error) and an ``ImportError``.
+
+    Examples:
+        >>> issubclass(MissingLoggerBackendError, ImportError)
+        True
+    """
 
 
 def get_console_logger() -> logging.Logger:
@@ -35,6 +76,39 @@ def get_console_logger() -> logging.Logger:
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     return log
+
+
+def check_logger_backend(backend: str | None) -> None:
+    """Raise a clear error for an unknown backend or one whose package is missing.
+
+    Args:
+        backend: ``"csv"``, ``"tensorboard"``, ``"wandb"`` or ``""`` / ``None`` (no logger).
+
+    Raises:
+        MissingLoggerBackendError: the backend's package is not installed; the
+            message names the extra that installs it.
+        ConfigError: an unknown backend.
+
+    Examples:
+        >>> check_logger_backend("csv")
+        >>> check_logger_backend("mlflow")
+        Traceback (most recent call last):
+        ...
+        tabb_torchrl.pipeline.config.ConfigError: logger=mlflow is not a logger backend; valid: csv, tensorboard, wandb, or "" (none). Fix: logger=csv.
+    """
+    if not backend:
+        return
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"logger={backend} is not a logger backend; valid: {', '.join(BACKENDS)}, or \"\" (none). Fix: logger=csv."
+        )
+    package = BACKENDS[backend]
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise MissingLoggerBackendError(
+            f"logger={backend} needs the {package} package: pip install -e '.[{backend}]' "
+            f"(in a checkout; pip install 'tabb-torchrl[{backend}]' otherwise). Or use logger=csv, which needs "
+            "nothing more."
+        )
 
 
 def _rewind_csv(logger: Any) -> None:
@@ -57,6 +131,16 @@ def _rewind_csv(logger: Any) -> None:
                 path.unlink()
 
 
+def _state_fits(backend: str, state_dict: Mapping[str, Any]) -> bool:
+    """Whether a saved logger state is one of ``backend``'s (the logger may change between sessions)."""
+    local = state_dict.get("local") or {}
+    if backend == "csv":
+        return "scalars" in local
+    if backend == "wandb":
+        return bool(local.get("id"))
+    return not local  # TensorBoard keeps no local state
+
+
 def make_logger(
     backend: str | None,
     run_dir: str | os.PathLike,
@@ -74,10 +158,17 @@ def make_logger(
         name: experiment name (the run name).
         project: W&B project.
         config: hyper-parameters logged once (new runs only).
-        state_dict: a logger ``state_dict()`` from a checkpoint (resume).
+        state_dict: a logger ``state_dict()`` from a checkpoint (resume). A state
+            written by another backend (the logger changed between sessions) is
+            not restored: the logger starts anew.
 
     Returns:
         a :class:`torchrl.record.loggers.Logger`, or ``None`` without a backend.
+
+    Raises:
+        MissingLoggerBackendError: ``tensorboard`` / ``wandb`` without its package
+            (``pip install -e '.[tensorboard]'`` / ``'.[wandb]'``).
+        ConfigError: an unknown backend.
 
     Examples:
         >>> import tempfile
@@ -91,17 +182,25 @@ def make_logger(
         >>> open(f"{d}/logs/demo/scalars/a.csv").read()
         '1,1.0\\n'
     """
-    from torchrl.record.loggers import get_logger
-
+    check_logger_backend(backend)
     if not backend:
         return None
+    from torchrl.record.loggers import get_logger
+
     log_dir = str(Path(run_dir) / "logs")
     kwargs = {}
     if backend == "wandb":
         kwargs["wandb_kwargs"] = {"project": project, "config": dict(config or {})}
-    logger = get_logger(backend, logger_name=log_dir, experiment_name=name, state_dict=state_dict, **kwargs)
-    if state_dict is not None and backend == "csv":
-        _rewind_csv(logger)
+    resume = state_dict is not None and _state_fits(backend, state_dict)
+    if resume and backend == "wandb":  # TorchRL reopens the saved W&B run (resume="must")
+        return get_logger(backend, logger_name=log_dir, experiment_name=name, state_dict=state_dict, **kwargs)
+    if resume:
+        name = state_dict.get("exp_name", name)
+    logger = get_logger(backend, logger_name=log_dir, experiment_name=name, **kwargs)
+    if resume:
+        logger.load_state_dict(copy.deepcopy(state_dict))  # TorchRL keeps the lists it is given
+        if backend == "csv":
+            _rewind_csv(logger)
     elif state_dict is None and config is not None and backend != "wandb":
         try:
             logger.log_hparams(dict(config))
@@ -111,7 +210,10 @@ def make_logger(
 
 
 def log_metrics(logger: Any, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
-    """Log a dict of scalars (tensors are converted with one synchronisation).
+    """Log a dict of scalars with TorchRL's :meth:`~torchrl.record.loggers.Logger.log_metrics`.
+
+    TorchRL converts the tensors with one device synchronisation for all of
+    them; without a logger (``None``) the values are only converted.
 
     Args:
         logger: a TorchRL logger or ``None`` (then nothing is logged).
@@ -126,15 +228,6 @@ def log_metrics(logger: Any, metrics: Mapping[str, Any], step: int) -> dict[str,
         >>> log_metrics(None, {"a": torch.tensor(2.0)}, step=1)
         {'a': 2.0}
     """
-    names = list(metrics)
-    values = [metrics[k] for k in names]
-    tensors = [v for v in values if isinstance(v, torch.Tensor)]
-    if tensors:
-        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors]).cpu().tolist()
-        it = iter(stacked)
-        values = [next(it) if isinstance(v, torch.Tensor) else float(v) for v in values]
-    out = {k: float(v) for k, v in zip(names, values)}
     if logger is not None:
-        for k, v in out.items():
-            logger.log_scalar(k, v, step=step)
-    return out
+        metrics = logger.log_metrics(dict(metrics), step=step)
+    return {k: float(v) for k, v in metrics.items()}
