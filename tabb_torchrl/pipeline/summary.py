@@ -155,16 +155,18 @@ def build_summary(
 
 
 def format_summary_table(summary: Mapping[str, Any]) -> str:
-    """A two-column text table of the main summary entries.
+    """A two-column text table of the main summary entries (:func:`tabulate.tabulate`, ``outline`` format).
 
     Examples:
         >>> print(format_summary_table({"algo": "tabb", "normalized_score": 12.345,
         ...                             "normalized_score_std": 1.0}))
-        +------------------+---------------+
-        | algo             | tabb          |
-        | normalized_score | 12.35 ± 1.00  |
-        +------------------+---------------+
+        +------------------+--------------+
+        | algo             | tabb         |
+        | normalized_score | 12.35 ± 1.00 |
+        +------------------+--------------+
     """
+    from tabulate import tabulate
+
     rows = []
     for key in (
         "algo",
@@ -197,11 +199,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         else:
             text = str(value)
         rows.append((key, text))
-    w1 = max(len(k) for k, _ in rows)
-    w2 = max(len(v) for _, v in rows) + 1
-    line = f"+{'-' * (w1 + 2)}+{'-' * (w2 + 2)}+"
-    body = [f"| {k:<{w1}} | {v:<{w2}} |" for k, v in rows]
-    return "\n".join([line, *body, line])
+    return tabulate(rows, tablefmt="outline", disable_numparse=True)
 
 
 def plot_learning_curve(
