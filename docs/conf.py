@@ -49,6 +49,9 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax ships with the HTML (docs/_build/html/_static/mathjax/): the method page
+    # renders its equations offline. docs/check_offline.py checks no page loads a CDN.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "sphinx.ext.intersphinx",
@@ -66,9 +69,11 @@ exclude_patterns = [
     "_build",
     "Thumbs.db",
     ".DS_Store",
-    # Included into results.md / envs.md / behaviour_policies.md by the
-    # tabb_docs extension, never built as pages of their own.
-    "results/**",
+    # The results pages are docs/results/*.md; the grids' output folders below
+    # them (table.md, table.csv, curves) are data that those pages include or link.
+    "results/*/**",
+    # Included into envs.md / datasets.md / behaviour_policies.md by the tabb_docs
+    # extension, never built as pages of their own.
     "_generated/**",
     # sphinx-gallery sources; the rendered pages live in auto_examples/.
     "examples/**",
@@ -160,12 +165,11 @@ sphinx_gallery_conf = {
 
 # -- HTML -----------------------------------------------------------------------
 
-html_theme = "alabaster"
+# Furo: a wide content column (the paper's table, long code lines) and a light /
+# dark mode; it loads no asset from the network.
+html_theme = "furo"
 html_title = f"tabb-torchrl {release}"
 html_static_path = ["_static"]
 html_theme_options = {
-    "description": "Cross-domain offline RL for TorchRL (TABB)",
-    "fixed_sidebar": True,
-    "show_relbars": True,
+    "navigation_with_keys": True,
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
