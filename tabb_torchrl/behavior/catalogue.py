@@ -360,28 +360,24 @@ def _text_cells(row: CatalogueRow) -> list[str]:
 
 
 def format_text(rows: Sequence[CatalogueRow]) -> str:
-    """A plain-text table, one line per row, columns aligned.
+    """A plain-text table (:func:`tabulate.tabulate`, ``simple`` format), one line per row.
 
     Examples:
         >>> print(format_text(build_catalogue(env="Hopper-v5", quality="random")).splitlines()[0].split()[:3])
         ['env', 'id', 'role']
     """
-    table = [list(_TEXT_COLUMNS)] + [_text_cells(r) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_TEXT_COLUMNS))]
-    widths[-1] = 0  # the last column is not padded
+    from tabulate import tabulate
 
-    def fmt(line: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
-
-    out = [fmt(table[0]), fmt(["-" * w if w else "-" * len(_TEXT_COLUMNS[-1]) for w in widths])]
-    out += [fmt(line) for line in table[1:]]
-    return "\n".join(out) + "\n"
+    table = tabulate([_text_cells(r) for r in rows], headers=_TEXT_COLUMNS, tablefmt="simple", disable_numparse=True)
+    return "\n".join(line.rstrip() for line in table.splitlines()) + "\n"
 
 
 def _md_table(header: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines]
-    return "\n".join(out) + "\n"
+    """A markdown table (:func:`tabulate.tabulate`, ``github`` format); ``|`` in a cell is escaped."""
+    from tabulate import tabulate
+
+    body = [[c.replace("|", "\\|") for c in line] for line in lines]
+    return tabulate(body, headers=list(header), tablefmt="github", disable_numparse=True) + "\n"
 
 
 def _source_section(rows: list[CatalogueRow]) -> str:
@@ -469,8 +465,8 @@ def format_markdown(rows: Sequence[CatalogueRow], *, legend: bool = True) -> str
         >>> md = format_markdown(build_catalogue(env="Hopper"), legend=False)
         >>> md.splitlines()[0]
         '### Hopper'
-        >>> row = next(line for line in md.splitlines() if line.startswith("| `tabb/Hopper-morph-v0` |"))
-        >>> row.split(" | ")[2].startswith("ready · policy")   # the medium column: a policy ships
+        >>> row = next(line for line in md.splitlines() if line.startswith("| `tabb/Hopper-morph-v0` "))
+        >>> row.split("|")[3].strip().startswith("ready · policy")   # the medium column: a policy ships
         True
     """
     rows = list(rows)
@@ -498,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m tabb_torchrl.behavior.catalogue --help``).
 
     Examples:
-        >>> main(["--env", "Hopper-v5", "--quality", "random"])  # doctest: +ELLIPSIS
+        >>> main(["--env", "Hopper-v5", "--quality", "random"])  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
         env id     role    quality  dataset id             size       policy return ...
         ...
         Hopper-v5  source  random   tabb/Hopper/random-v0  1,000,000 ...ready

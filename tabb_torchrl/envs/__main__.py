@@ -51,21 +51,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(ids: list[str], markdown: bool) -> None:
+    """The table (:func:`tabulate.tabulate`: ``github`` markdown, or ``plain`` columns)."""
+    from tabulate import tabulate
+
     if markdown:
-        print("| id | source env | what it changes |")
-        print("|---|---|---|")
+        rows = []
         for env_id in ids:
             spec = get_shift(env_id)
-            text = spec.description.replace("|", "\\|")
-            if spec.caveat:
-                text += f" Note: {spec.caveat}".replace("|", "\\|")
-            print(f"| `{env_id}` | `{spec.source_id}` | {text} |")
+            text = spec.description + (f" Note: {spec.caveat}" if spec.caveat else "")
+            rows.append([f"`{env_id}`", f"`{spec.source_id}`", text.replace("|", "\\|")])
+        print(tabulate(rows, headers=["id", "source env", "what it changes"], tablefmt="github",
+                       disable_numparse=True))
     else:
-        width = max((len(i) for i in ids), default=0)
-        for env_id in ids:
-            print(f"{env_id:<{width}}  {get_shift(env_id).description}")
+        table = tabulate([[i, get_shift(i).description] for i in ids], tablefmt="plain", disable_numparse=True)
+        print("\n".join(line.rstrip() for line in table.splitlines()))
     sys.stdout.flush()
-
 
 if __name__ == "__main__":
     sys.exit(main())
