@@ -1,13 +1,14 @@
 """Run a results grid (algorithms x tasks x seeds) of ``recipes/tabb_offline.py`` through a hydra
-multirun, then aggregate its ``summary.json`` files into tables and learning curves.
+multirun, then aggregate its ``summary.json`` files into tables and figures.
 
 Usage::
 
     python recipes/run_grid.py recipes/grids/reduced_cpu.yaml              # run + aggregate
     python recipes/run_grid.py recipes/grids/paper.yaml --dry-run          # print the hydra command
     python recipes/run_grid.py recipes/grids/reduced_cpu.yaml --aggregate-only
+    python recipes/run_grid.py recipes/grids/reduced_cpu.yaml --launcher local   # submitit, this machine
     python recipes/run_grid.py recipes/grids/reduced_cpu.yaml --extra optim.steps=500 --seeds 0 \\
-        --sweep-dir results/raw/grids/short --results-dir docs/results/grid_short
+        --sweep-dir results/raw/grids/short --results-dir results/short
 
 A grid YAML (``recipes/grids/*.yaml``) has::
 
@@ -15,21 +16,30 @@ A grid YAML (``recipes/grids/*.yaml``) has::
     tasks: [hopper_morph]           # env config names (recipes/config/env/<task>.yaml)
     algos: [tabb, iql_mixed, iql_target, src_actor]
     seeds: [0, 1]
-    launcher: null                  # null (hydra's basic launcher: one run after the other) | slurm
-    sweep_dir: results/raw/grids/reduced_cpu
-    results_dir: docs/results/grid_reduced_cpu
+    launcher: null                  # null (hydra's basic launcher: one run after the other) | local | slurm
+    sweep_dir: results/raw/grids/reduced_cpu     # default: results/raw/grids/<name>
+    results_dir: results/reduced_cpu             # default: results/<name>
     overrides: [optim.steps=3000, ...]   # any hydra overrides of the recipe
     split_by: []                    # optional: config keys whose values get their own columns
 
-The command it runs is::
+Relative paths (in the grid file and on the command line) are relative to the
+current directory, where the recipe also runs. The command it runs is::
 
     python recipes/tabb_offline.py -m env=<tasks> algo=<algos> seed=<seeds> \\
         hydra.sweep.dir=<sweep_dir> [hydra/launcher=<launcher>] <overrides>
 
-and the aggregation (:mod:`tabb_torchrl.results`) writes into ``results_dir``:
-``table.md`` (mean ± std over seeds of the final normalised target score, and of
-the best one), ``table.tex``, ``table.csv`` and ``curve_<task>.png`` (normalised
-score vs RL step, mean ± std over seeds, one line per algorithm).
+The launchers are hydra's basic one (``null``: one run after the other, in this
+process), ``local`` (hydra-submitit-launcher on this machine: one job per run, all
+at once) and ``slurm`` (the same jobs on a SLURM cluster); the configs are in
+``recipes/config/hydra/launcher/``. A grid checked with ``--launcher local`` runs
+on a cluster with ``--launcher slurm`` and nothing else changed.
+
+The aggregation is :func:`tabb_torchrl.results.write_report` (the same as
+``python -m tabb_torchrl.results <sweep_dir> --out <results_dir>``): ``table.md``
+(mean ± std over seeds per task of the final and of the best normalised target
+score; IQM, median and mean over tasks and seeds with stratified-bootstrap 95 %
+confidence intervals), ``table.tex``, ``table.csv``, ``aggregate.csv`` /
+``.tex``, ``curve_<task>.png``, ``aggregate.png`` and ``profile.png``.
 
 A cell never mixes runs of different settings: when the runs of one
 (task, algorithm) differ in a setting besides the seed (say two values of
@@ -61,7 +71,7 @@ def load_grid(path: str | Path) -> dict:
     grid.setdefault("overrides", [])
     grid.setdefault("split_by", [])
     grid.setdefault("sweep_dir", f"results/raw/grids/{grid['name']}")
-    grid.setdefault("results_dir", f"docs/results/grid_{grid['name']}")
+    grid.setdefault("results_dir", f"results/{grid['name']}")
     return grid
 
 
@@ -81,38 +91,24 @@ def hydra_command(grid: dict, extra: list[str] | None = None) -> list[str]:
 
 
 def aggregate_grid(grid: dict) -> str:
-    """Aggregate the grid's summaries into ``results_dir``; returns the markdown tables."""
-    from tabb_torchrl.results import (
-        ResultsError, aggregate, collect_summaries, plot_learning_curves, to_csv, to_latex, to_markdown,
-    )
+    """Aggregate the grid's summaries into ``results_dir``; returns the markdown of ``table.md``."""
+    from tabb_torchrl.results import ResultsError, collect_summaries, write_report
 
-    runs = collect_summaries(REPO / grid["sweep_dir"])
+    sweep = Path(grid["sweep_dir"])
+    runs = collect_summaries(sweep) if sweep.exists() else []
     if not runs:
-        raise SystemExit(f"No summary.json under {grid['sweep_dir']}: run the grid first.")
-    split_by = list(grid.get("split_by") or [])
-    try:
-        final = aggregate(runs, "normalized_score", algos=grid["algos"], split_by=split_by)
-        best = aggregate(runs, "best_normalized_score", algos=grid["algos"], split_by=split_by)
-    except ResultsError as err:
-        print(f"error: {grid['sweep_dir']}: {err}", file=sys.stderr)
+        print(f"error: no summary.json under {sweep}: run the grid first (without --aggregate-only), or pass "
+              "--sweep-dir where it ran.", file=sys.stderr)
         sys.exit(2)
-    out = REPO / grid["results_dir"]
-    out.mkdir(parents=True, exist_ok=True)
-    md = "\n".join([
-        "Final normalised target score (last evaluation), mean ± std over seeds (number of seeds):",
-        "",
-        to_markdown(final, bold_best=True),
-        "",
-        "Best normalised target score over the evaluations, mean ± std over seeds:",
-        "",
-        to_markdown(best, bold_best=True),
-    ])
-    (out / "table.md").write_text(md + "\n")
-    (out / "table.tex").write_text(to_latex(final, caption=f"Normalised target score ({grid['name']} grid)") + "\n")
-    (out / "table.csv").write_text(to_csv(final) + "\n")
-    curves = plot_learning_curves(runs, out, algos=grid["algos"], split_by=split_by)
+    out = Path(grid["results_dir"])
+    try:
+        md = write_report(runs, out, algos=grid["algos"], split_by=list(grid.get("split_by") or []),
+                          title=f"{grid['name']} grid")
+    except ResultsError as err:
+        print(f"error: {sweep}: {err}", file=sys.stderr)
+        sys.exit(2)
     print(md)
-    print(f"\n{len(runs)} runs; tables and {len(curves)} figure(s) in {out}")
+    print(f"\n{len(runs)} runs; tables and figures in {out}")
     return md
 
 
@@ -121,7 +117,7 @@ def main(argv=None) -> None:
     p.add_argument("grid", help="grid YAML (recipes/grids/*.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the hydra command and stop")
     p.add_argument("--aggregate-only", action="store_true", help="only aggregate existing summaries")
-    p.add_argument("--launcher", default=None, help="override the grid's launcher (basic | slurm)")
+    p.add_argument("--launcher", default=None, help="override the grid's launcher (basic | local | slurm)")
     p.add_argument("--seeds", default=None, help="override the seeds, e.g. 0,1")
     p.add_argument("--sweep-dir", default=None, help="override the grid's sweep_dir")
     p.add_argument("--results-dir", default=None, help="override the grid's results_dir")
@@ -148,7 +144,7 @@ def main(argv=None) -> None:
         return
     if not args.aggregate_only:
         t0 = time.time()
-        rc = subprocess.call(cmd, cwd=REPO)
+        rc = subprocess.call(cmd)
         print(f"multirun finished with status {rc} in {(time.time() - t0) / 60:.1f} min")
         if rc != 0:
             print("Some runs failed; aggregating the summaries that exist.", file=sys.stderr)

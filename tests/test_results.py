@@ -1,11 +1,11 @@
-"""Aggregation of summary.json files (tabb_torchrl.results) against hand computations."""
+"""Per-task tables of summary.json files (tabb_torchrl.results) against hand computations."""
 
 import json
 import math
 
 import pytest
 
-from tabb_torchrl import results
+from tabb_torchrl.results import figures
 from tabb_torchrl.results import (
     aggregate,
     collect_summaries,
@@ -120,6 +120,6 @@ def test_learning_curves(grid, tmp_path):
     paths = plot_learning_curves(runs, tmp_path / "fig")
     assert sorted(p.name for p in paths) == ["curve_Hopper-morph.png", "curve_Walker2d-kinematic.png"]
     assert all(p.stat().st_size > 0 for p in paths)
-    steps, mean, std, n = results._curves(runs, "Hopper-morph", "tabb")
+    steps, mean, std, n = figures._curves(runs, "Hopper-morph", "tabb")
     assert list(steps) == [100, 200] and n == 3
     assert mean[1] == pytest.approx(30.0) and mean[0] == pytest.approx(15.0)

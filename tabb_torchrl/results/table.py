@@ -1,10 +1,9 @@
-"""Aggregation of the ``summary.json`` files of TABB runs into tables and learning curves.
+"""Per-task tables: the ``summary.json`` files of a sweep grouped by ``(task, algo)``, mean ± std over seeds.
 
-Every run of ``recipes/tabb_offline.py`` writes a ``summary.json`` (keys in
-:mod:`tabb_torchrl.pipeline.summary`). This module collects them (one grid =
-many run directories), groups them by ``(task, algo)``, and writes the mean ±
-standard deviation over seeds of the final normalised target score as a
-markdown or LaTeX table, plus one learning-curve figure per task.
+:func:`collect_summaries` reads every ``summary.json`` under a folder,
+:func:`aggregate` groups them by ``(task, algo)`` into a :class:`ResultTable`,
+and :func:`to_markdown`, :func:`to_latex` and :func:`to_csv` write it as a
+table with one row per task and one column per algorithm.
 
 The standard deviation is over seeds (``numpy.std``, ``ddof=0``, as CORL
 reports it); a cell with one seed shows ``± 0.0``.
@@ -45,7 +44,6 @@ __all__ = [
     "to_markdown",
     "to_latex",
     "to_csv",
-    "plot_learning_curves",
 ]
 
 #: Column order of the tables (other algorithms follow, sorted).
@@ -168,7 +166,10 @@ def collect_summaries(roots: str | os.PathLike | Iterable[str | os.PathLike]) ->
             folder) or ``summary.json`` files.
 
     Returns:
-        list of dict: the summaries, sorted by path.
+        list of dict: the summaries, sorted by path (empty when no run has finished).
+
+    Raises:
+        FileNotFoundError: a root does not exist.
 
     Examples:
         >>> import json, os, tempfile
@@ -190,6 +191,9 @@ def collect_summaries(roots: str | os.PathLike | Iterable[str | os.PathLike]) ->
             files.append(root)
         elif root.is_dir():
             files.extend(sorted(root.rglob("summary.json")))
+        else:
+            raise FileNotFoundError(f"{root}: no such file or folder. Fix: pass the sweep folder (hydra.sweep.dir) "
+                                    "or the run folders whose summary.json to read.")
     out = []
     for path in sorted(set(files)):
         try:
@@ -285,8 +289,8 @@ def _check_cells(summaries: Sequence[Mapping[str, Any]], split_by: Sequence[str]
         raise ResultsError(
             f"{task} / {label}: the runs differ in {len(differ)} setting(s) besides the seed -- {shown}{more}; "
             f"one cell would mix them (e.g. {paths}). Fix: give each setting its own column with "
-            f"split_by=[{', '.join(repr(k) for k in differ[:3])}] (run_grid.py --split-by {' '.join(differ[:3])}), "
-            "or aggregate the runs of each setting on their own (one sweep folder per setting)."
+            f"split_by=[{', '.join(repr(k) for k in differ[:3])}] (--split-by {' '.join(differ[:3])} on the command "
+            "line), or aggregate the runs of each setting on their own (one sweep folder per setting)."
         )
 
 
@@ -348,7 +352,7 @@ def aggregate(
         >>> aggregate(runs)
         Traceback (most recent call last):
         ...
-        tabb_torchrl.results.ResultsError: E / tabb: the runs differ in 1 setting(s) besides the seed -- loss.tau: 0.5, 2.0; ... Fix: ...
+        tabb_torchrl.results.table.ResultsError: E / tabb: the runs differ in 1 setting(s) besides the seed -- loss.tau: 0.5, 2.0; ... Fix: ...
         >>> aggregate(runs, split_by=["loss.tau"]).algos
         ['tabb (loss.tau=0.5)', 'tabb (loss.tau=2.0)']
     """
@@ -495,95 +499,3 @@ def to_csv(table: ResultTable) -> str:
                 vals = ";".join(f"{v:.4f}" for v in c.values)
                 lines.append(f"{task},{algo},{c.n},{c.mean:.4f},{c.std:.4f},{vals}")
     return "\n".join(lines)
-
-
-def _curves(summaries: Sequence[Mapping[str, Any]], task: str, algo: str, split_by: Sequence[str] = ()):
-    """Mean and std over seeds of the evaluation history, on the steps every seed has."""
-    import numpy as np
-
-    per_seed = {}
-    for s in summaries:
-        if task_name(str(s["env"])) != task or _label(s, split_by) != algo or not s.get("history"):
-            continue
-        per_seed[int(s.get("seed", 0))] = {int(h["step"]): float(h["normalized_score"]) for h in s["history"]}
-    if not per_seed:
-        return None
-    steps = sorted(set.intersection(*(set(h) for h in per_seed.values())))
-    if not steps:
-        return None
-    values = np.array([[h[t] for t in steps] for h in per_seed.values()])
-    return np.array(steps), values.mean(0), values.std(0), len(per_seed)
-
-
-def plot_learning_curves(
-    summaries: Sequence[Mapping[str, Any]],
-    out_dir: str | os.PathLike,
-    *,
-    algos: Sequence[str] | None = None,
-    prefix: str = "curve_",
-    split_by: Sequence[str] = (),
-) -> list[Path]:
-    """One PNG per task: normalised score vs RL step, mean ± std over seeds, one line per algorithm.
-
-    The curves use the evaluation ``history`` of each summary, on the steps
-    that every seed of an algorithm evaluated.
-
-    Args:
-        summaries: from :func:`collect_summaries`.
-        out_dir: folder of the figures (created).
-
-    Keyword Args:
-        algos (sequence of str, optional): algorithms and their order.
-        prefix (str): file name prefix; files are ``<prefix><task>.png``.
-        split_by (sequence of str): as for :func:`aggregate` (one line per value).
-
-    Returns:
-        list of Path: the files written.
-
-    Raises:
-        ResultsError: a line would mix runs of different settings (see :func:`aggregate`).
-
-    Examples:
-        >>> import tempfile
-        >>> runs = [{"algo": "tabb", "env": "E-v0", "seed": s,
-        ...          "history": [{"step": 1, "normalized_score": 1.0 + s},
-        ...                      {"step": 2, "normalized_score": 2.0 + s}]} for s in range(2)]
-        >>> [p.name for p in plot_learning_curves(runs, tempfile.mkdtemp())]
-        ['curve_E.png']
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    _check_cells(summaries, split_by)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = sorted({task_name(str(s["env"])) for s in summaries})
-    algo_list = _columns(algos, {_label(s, split_by) for s in summaries})
-    written = []
-    for task in tasks:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = False
-        for algo in algo_list:
-            curve = _curves(summaries, task, algo, split_by)
-            if curve is None:
-                continue
-            steps, mean, std, n = curve
-            ax.plot(steps, mean, marker="o", markersize=3, label=f"{algo} ({n} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-            drawn = True
-        if not drawn:
-            plt.close(fig)
-            continue
-        ax.set_xlabel("RL gradient step")
-        ax.set_ylabel("normalised score (target env)")
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{prefix}{task}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
