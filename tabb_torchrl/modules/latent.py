@@ -12,7 +12,11 @@ from torch import nn
 
 from tabb_torchrl.modules._layers import _check_last_dim, _mlp
 
-__all__ = ["AvgL1Norm", "StateEncoder", "StateActionEncoder", "TargetDomainPredictor", "LatentModel", "Latents"]
+__all__ = ["AvgL1Norm", "StateEncoder", "StateActionEncoder", "TargetDomainPredictor", "ResidualPredictor",
+           "PREDICTORS", "LatentModel", "Latents"]
+
+#: ``model.predictor`` choices: the paper's MLP ``h`` or :class:`ResidualPredictor` (beyond the paper).
+PREDICTORS = ("mlp", "residual")
 
 
 class AvgL1Norm(nn.Module):
@@ -220,6 +224,102 @@ class TargetDomainPredictor(nn.Module):
         return out
 
 
+class ResidualPredictor(nn.Module):
+    r"""A predictor ``h`` that corrects a source transition's own outcome (beyond the paper; ``model.predictor=residual``).
+
+    TABB's ``h`` predicts the target outcome of a source ``(s, a)`` from ``z_sa`` alone, so off the
+    target data it extrapolates. This predictor writes the target dynamics as the source dynamics
+    plus a shift,
+
+    .. math::
+
+        h_T(z_{sa}) = h_S(z_{sa}) + \Delta(z_{sa}),
+
+    with ``h_S`` (:attr:`base`) trained on source rows and ``Delta`` (:attr:`shift`) on target rows
+    (``LatentModelLoss``), and predicts a source row ``(s, a, r, s')`` as its **own** outcome
+    moved by the shift (:meth:`on_transition`)::
+
+        r_hat  = r     + Delta_r(z_sa)
+        z_hat' = f(s') + Delta_z(z_sa)
+
+    Where the shift is small (or unlearnt, off the target data) the prediction stays at the
+    source's realised outcome instead of an extrapolation. The shift's output heads start at
+    zero, so at initialisation ``r_hat = r`` and ``z_hat' = f(s')`` on source rows. (A predictor
+    that read ``f(s')`` of the row itself as an input could not learn a shift: on every training
+    row its target *is* that ``f(s')``.) Called on ``z_sa`` alone it returns ``h_T``, the
+    prediction for target rows, with the signature of :class:`TargetDomainPredictor`.
+
+    Args:
+        latent_sa_dim (int): size of ``z_sa``.
+        latent_state_dim (int): size of ``z_s``.
+
+    Keyword Args:
+        hidden_sizes, activation, termination_head: of both networks, see :class:`TargetDomainPredictor`.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.modules.latent import ResidualPredictor
+        >>> h = ResidualPredictor(6, 4, hidden_sizes=(8,))
+        >>> z_sa, r, z_next = torch.randn(5, 6), torch.randn(5, 1), torch.randn(5, 4)
+        >>> r_hat, z_hat = h.on_transition(z_sa, r, z_next)
+        >>> bool((r_hat == r).all()), bool((z_hat == z_next).all())   # zero shift at initialisation
+        (True, True)
+        >>> torch.equal(h(z_sa)[1], h.base(z_sa)[1])   # h_T = h_S + 0
+        True
+    """
+
+    def __init__(
+        self,
+        latent_sa_dim: int,
+        latent_state_dim: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        termination_head: bool = False,
+    ) -> None:
+        super().__init__()
+        kw = dict(hidden_sizes=hidden_sizes, activation=activation, termination_head=termination_head)
+        self.base = TargetDomainPredictor(latent_sa_dim, latent_state_dim, **kw)
+        self.shift = TargetDomainPredictor(latent_sa_dim, latent_state_dim, **kw)
+        for head in (self.shift.reward_head, self.shift.next_latent_head, self.shift.termination_head):
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+
+    @property
+    def latent_sa_dim(self) -> int:
+        """Size of ``z_sa``."""
+        return self.base.latent_sa_dim
+
+    @property
+    def latent_state_dim(self) -> int:
+        """Size of ``z_s``."""
+        return self.base.latent_state_dim
+
+    @property
+    def has_termination_head(self) -> bool:
+        """Whether the predictor also returns a termination logit."""
+        return self.base.has_termination_head
+
+    def components(self, latent_sa: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """``(h_S(z_sa), Delta(z_sa))``, each ``(r, z'[, term_logit])``."""
+        return self.base(latent_sa), self.shift(latent_sa)
+
+    def forward(self, latent_sa: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``h_T(z_sa) = h_S(z_sa) + Delta(z_sa)``: ``(r_hat, z_next_hat[, term_logit])`` of target rows."""
+        base, shift = self.components(latent_sa)
+        return tuple(b + d for b, d in zip(base, shift))
+
+    def on_transition(self, latent_sa: torch.Tensor, reward: torch.Tensor,
+                      next_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A source row's target-domain prediction: ``(r + Delta_r, f(s') + Delta_z[, term_logit of h_T])``."""
+        base, shift = self.components(latent_sa)
+        out = (reward.reshape(shift[0].shape).to(shift[0].dtype) + shift[0], next_latent + shift[1])
+        if len(shift) > 2:
+            out = out + (base[2] + shift[2],)
+        return out
+
+
 class Latents(NamedTuple):
     """All latents of a batch of transitions, as used by Eqs. 5 and 8 of arXiv 2605.22376.
 
@@ -310,6 +410,7 @@ class LatentModel(nn.Module):
         activation: str = "relu",
         avg_l1_norm: bool = True,
         termination_head: bool = False,
+        predictor: str = "mlp",
     ) -> LatentModel:
         """Builds ``f``, ``g`` and ``h`` from sizes (defaults **[reconstructed]**, arXiv 2605.22376 Eq. 6).
 
@@ -324,6 +425,8 @@ class LatentModel(nn.Module):
             activation (str): Defaults to ``"relu"``.
             avg_l1_norm (bool): AvgL1Norm on ``f`` and ``g`` outputs. Defaults to ``True``.
             termination_head (bool): termination head on ``h``. Defaults to ``False``.
+            predictor (str): ``"mlp"`` (the paper's ``h``, :class:`TargetDomainPredictor`) or
+                ``"residual"`` (:class:`ResidualPredictor`, beyond the paper). Defaults to ``"mlp"``.
 
         Returns:
             LatentModel: a new, trainable model.
@@ -334,12 +437,15 @@ class LatentModel(nn.Module):
             >>> m.encoder.latent_dim, m.sa_encoder.latent_dim
             (4, 4)
         """
+        if predictor not in PREDICTORS:
+            raise ValueError(f"Unknown predictor {predictor!r} (model.predictor); choose one of {PREDICTORS}.")
         latent_sa_dim = latent_dim if latent_sa_dim is None else latent_sa_dim
         kw = dict(hidden_sizes=hidden_sizes, activation=activation)
+        head_cls = ResidualPredictor if predictor == "residual" else TargetDomainPredictor
         return cls(
             StateEncoder(obs_dim, latent_dim, avg_l1_norm=avg_l1_norm, **kw),
             StateActionEncoder(latent_dim, action_dim, latent_sa_dim, avg_l1_norm=avg_l1_norm, **kw),
-            TargetDomainPredictor(latent_sa_dim, latent_dim, termination_head=termination_head, **kw),
+            head_cls(latent_sa_dim, latent_dim, termination_head=termination_head, **kw),
         )
 
     @property
@@ -371,6 +477,35 @@ class LatentModel(nn.Module):
     def predict(self, latent_sa: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(r_hat, z_next_hat[, term_logit]) = h(z_sa)``."""
         return self.predictor(latent_sa)
+
+    @property
+    def residual(self) -> bool:
+        """Whether ``h`` is a :class:`ResidualPredictor` (source rows predicted from their own ``r, s'``)."""
+        return isinstance(self.predictor, ResidualPredictor)
+
+    def predict_rows(self, tensordict: TensorDictBase, latent_sa: torch.Tensor,
+                     next_latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``h``'s prediction for each row of a batch: ``h(z_sa)``, or, with a
+        :class:`ResidualPredictor`, its :meth:`~ResidualPredictor.on_transition` on source rows
+        (``"domain"`` column ``0``; the reward is read from ``("next", "reward")``).
+
+        Raises:
+            KeyError: a residual predictor and no ``"domain"`` column.
+        """
+        if not self.residual:
+            return self.predict(latent_sa)
+        from tabb_torchrl.keys import SOURCE
+
+        domain = tensordict.get("domain", None)
+        if domain is None:
+            raise KeyError(
+                "The residual predictor (model.predictor=residual) predicts source rows from their own reward and "
+                "next state: the batch needs a 'domain' column (0 source, 1 target) to tell them apart."
+            )
+        is_source = (domain.reshape(latent_sa.shape[0]) == SOURCE).unsqueeze(-1)
+        target_pred = self.predict(latent_sa)
+        source_pred = self.predictor.on_transition(latent_sa, self._get(tensordict, ("next", "reward")), next_latent)
+        return tuple(torch.where(is_source, sp, tp) for sp, tp in zip(source_pred, target_pred))
 
     def freeze(self) -> LatentModel:
         """Freezes ``f``, ``g`` and ``h`` (no gradient, eval mode) for the RL phase; returns self."""
@@ -431,16 +566,16 @@ class LatentModel(nn.Module):
                     z_s = self.encode_state(self._get(tensordict, self.observation_key))
                 if z_sa is None:
                     z_sa = self.encode_state_action(z_s, self._get(tensordict, self.action_key))
-            if r_hat is None or z_next_hat is None or need_term:
-                pred = self.predict(z_sa)
-                r_hat = pred[0] if r_hat is None else r_hat
-                z_next_hat = pred[1] if z_next_hat is None else z_next_hat
-                if need_term:
-                    term_hat = torch.sigmoid(pred[2])
             if next_z_s is None:
                 next_z_s = self.encode_state(
                     self._get(tensordict, ("next", self.observation_key))
                 )
+            if r_hat is None or z_next_hat is None or need_term:
+                pred = self.predict_rows(tensordict, z_sa, next_z_s)
+                r_hat = pred[0] if r_hat is None else r_hat
+                z_next_hat = pred[1] if z_next_hat is None else z_next_hat
+                if need_term:
+                    term_hat = torch.sigmoid(pred[2])
         return Latents(z_s, z_sa, next_z_s, r_hat, z_next_hat, term_hat)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

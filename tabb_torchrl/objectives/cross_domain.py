@@ -175,11 +175,19 @@ def cross_domain_losses(
         next_v = nets.value_detached(rows.next_feature)
         target = bellman_target(rows.reward, next_v, rows.terminated, s.gamma)
         if ns:
+            tgt = None
+            if getattr(method, "needs_target_rows", False):  # e.g. TABB's gated target calibrates on the target rows
+                tgt = SourceRows(
+                    reward=rows.reward[ns:], terminated=rows.terminated[ns:], next_value=next_v[ns:],
+                    next_feature=rows.next_feature[ns:],
+                    columns={k: v[ns:] for k, v in rows.columns.items()},
+                    value=nets.value_detached, gamma=s.gamma,
+                )
             src = SourceRows(
                 reward=rows.reward[:ns], terminated=rows.terminated[:ns], next_value=next_v[:ns],
                 next_feature=rows.next_feature[:ns],
                 columns={k: v[:ns] for k, v in rows.columns.items()},
-                value=nets.value_detached, gamma=s.gamma,
+                value=nets.value_detached, gamma=s.gamma, target_rows=tgt,
             )
             edit = method.edit_source(src)
             if edit.target is not None:

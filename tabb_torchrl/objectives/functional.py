@@ -3,6 +3,9 @@
 * :func:`bellman_target` -- ``r + gamma (1 - d) V'`` (Eqs. 5 and 8).
 * :func:`target_aligned_backup` -- realised and target-aligned targets and their
   mismatch, the TBM (Eq. 5); :func:`target_bellman_mismatch` returns the TBM alone.
+* :func:`source_bellman_target` -- the critic's target on source rows (Eq. 8): the
+  aligned target (the paper), or, beyond the paper, the realised one or a per-row
+  TBM-gated choice between them (:func:`gate_threshold`).
 * :func:`tbm_weights` -- the transfer weights of Eq. 7.
 * :func:`huber_loss` / :func:`critic_loss` -- the (weighted) critic loss of Eq. 8.
 * :func:`expectile_loss` / :func:`value_loss` -- the expectile value loss of Eq. 9.
@@ -29,11 +32,14 @@ import torch
 
 __all__ = [
     "AlignedTargets",
+    "SOURCE_TARGETS",
     "awr_actor_loss",
     "critic_loss",
     "gaussian_log_prob",
     "split_mean",
     "target_aligned_backup",
+    "source_bellman_target",
+    "gate_threshold",
     "value_loss",
     "bellman_target",
     "target_bellman_mismatch",
@@ -48,6 +54,9 @@ __all__ = [
 
 #: Valid ``scaling`` names of :func:`tbm_weights`.
 TBM_SCALINGS = ("batch_std", "absolute")
+
+#: Valid ``kind`` names of :func:`source_bellman_target` (``"aligned"``: the paper's Eq. 8).
+SOURCE_TARGETS = ("aligned", "realised", "gated")
 
 
 def _align_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -225,6 +234,97 @@ def target_bellman_mismatch(
     return target_aligned_backup(
         reward, next_value, reward_hat, next_value_hat, terminated, gamma, terminated_hat=terminated_hat
     ).tbm
+
+
+def gate_threshold(target_tbm: torch.Tensor, quantile: float = 0.9) -> torch.Tensor:
+    """Threshold of the gated source target: a quantile of the TBM of the batch's **target** rows.
+
+    On a target row the realised target ``r + gamma (1 - d) V(f(s'))`` is the true target-domain
+    target, so its TBM ``|y_real - y_aligned|`` is the error of the predictor ``h`` alone: the
+    target rows give the distribution of TBM *when the dynamics agree*. A source row whose TBM
+    lies above its ``quantile`` shows a mismatch larger than ``h``'s own error on target data
+    (see :func:`source_bellman_target`). Beyond the paper.
+
+    Args:
+        target_tbm (torch.Tensor): TBM of the target rows, ``[n_t]`` or ``[n_t, 1]``.
+        quantile (float): in ``(0, 1]``. Defaults to ``0.9``.
+
+    Returns:
+        torch.Tensor: scalar threshold (detached).
+
+    Raises:
+        ValueError: ``quantile`` outside ``(0, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import gate_threshold
+        >>> gate_threshold(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]), 0.5)
+        tensor(2.)
+        >>> gate_threshold(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]), 1.0)
+        tensor(4.)
+    """
+    if not 0 < quantile <= 1:
+        raise ValueError(f"The gate quantile must be in (0, 1], got {quantile}. Fix: e.g. loss.gate_quantile=0.9.")
+    return torch.quantile(target_tbm.detach().reshape(-1), quantile)
+
+
+def source_bellman_target(
+    backup: AlignedTargets,
+    kind: str = "aligned",
+    *,
+    threshold: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """The critic's target on source rows (Liu & Long, arXiv 2605.22376, Eq. 8), chosen per row.
+
+    ::
+
+        aligned  (the paper):     y_S = y_aligned = r_hat + gamma (1 - d) V(z_hat')
+        realised (beyond it):     y_S = y_real    = r     + gamma (1 - d) V(f(s'))
+        gated    (beyond it):     y_S = y_real     if TBM <= threshold
+                                        y_aligned  otherwise
+
+    The gate is a per-row test of "this source transition follows the target dynamics": under
+    that hypothesis the realised target is exact and ``TBM = |y_real - y_aligned|`` is only the
+    predictor's error, whose distribution the batch's target rows give
+    (:func:`gate_threshold`). A source row within it keeps its own, exact, realised target; a row
+    above it has a mismatch ``h`` does not explain by its own error, and takes the paper's
+    target-aligned target. ``realised`` with the TBM weights of Eq. 7 is IQL on the weighted union
+    for the critic.
+
+    Args:
+        backup (AlignedTargets): the output of :func:`target_aligned_backup` for the source rows.
+        kind (str): ``"aligned"`` (default), ``"realised"`` or ``"gated"``.
+
+    Keyword Args:
+        threshold (torch.Tensor or float, optional): the gate's TBM threshold (required for ``"gated"``).
+
+    Returns:
+        torch.Tensor: the source rows' targets, shaped like ``backup.realised``.
+
+    Raises:
+        ValueError: an unknown ``kind``, or ``"gated"`` without ``threshold``.
+
+    Examples:
+        Three source rows; the gate keeps the realised target where TBM <= 0.5:
+
+        >>> import torch
+        >>> from tabb_torchrl.objectives.functional import AlignedTargets, source_bellman_target
+        >>> real, aligned = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.2, 4.0, 2.9])
+        >>> b = AlignedTargets(real, aligned, (real - aligned).abs())   # TBM 0.2, 2.0, 0.1
+        >>> source_bellman_target(b, "gated", threshold=0.5)
+        tensor([1., 4., 3.])
+        >>> source_bellman_target(b)   # the paper
+        tensor([1.2000, 4.0000, 2.9000])
+    """
+    if kind == "aligned":
+        return backup.aligned
+    if kind == "realised":
+        return backup.realised
+    if kind == "gated":
+        if threshold is None:
+            raise ValueError("source_bellman_target(kind='gated') needs the TBM threshold (gate_threshold).")
+        return torch.where(backup.tbm <= threshold, backup.realised, backup.aligned)
+    raise ValueError(f"Unknown source target {kind!r}; choose one of {SOURCE_TARGETS}.")
 
 
 def tbm_weights(

@@ -82,6 +82,20 @@ class LatentModelLoss(LossModule):
     termination head (not in the paper) is trained with BCE on the true
     terminal flag.
 
+    Options beyond the paper (their defaults keep Eq. 6 as above):
+
+    * ``stage2_reg = lambda > 0``: stage 2 adds ``lambda * sum_k ||theta_k - theta_k^(1)||^2``, an
+      L2-SP penalty (Li et al., ICML 2018) pulling ``h``'s parameters toward their values at
+      the end of stage 1 (snapshot taken when :attr:`stage` first becomes 2, kept in the
+      ``state_dict``), so fine-tuning on the 5k target rows moves ``h`` less where the target
+      data say nothing. It is a training term: added when gradients are enabled (a held-out
+      evaluation under ``torch.no_grad()`` compares the prediction loss alone); logged as
+      ``stage2_reg_penalty``.
+    * a :class:`~tabb_torchrl.modules.latent.ResidualPredictor` as ``h``
+      (``model.predictor=residual``): source rows train its source dynamics ``h_S``, target
+      rows its shift ``Delta`` (with ``h_S`` detached), in stage 1 as in stage 2; the loss of
+      a target row is on ``h_S + Delta``.
+
     Logged (detached): ``reward_mse``, ``dynamics_error``, ``termination_bce``
     (with a termination head), ``effective_rank`` (of ``f`` on the target rows)
     and ``sigma_mean`` (mean of ``Sigma``). A constant latent dimension has zero
@@ -100,6 +114,8 @@ class LatentModelLoss(LossModule):
             Defaults to ``True`` **[reconstructed]**.
         target_latent (str): ``"stop_gradient"`` (default **[reconstructed]**) or ``"ema"``.
         target_update_rate (float): EMA rate of :meth:`update_target`. Defaults to ``0.005``.
+        stage2_reg (float): ``lambda >= 0`` of the stage-2 L2-SP penalty. Defaults to ``0.0``
+            (none: the paper).
 
     Examples:
         >>> import torch
@@ -156,8 +172,11 @@ class LatentModelLoss(LossModule):
         normalize_dynamics: bool = True,
         target_latent: str = "stop_gradient",
         target_update_rate: float = 0.005,
+        stage2_reg: float = 0.0,
     ) -> None:
         super().__init__()
+        if not stage2_reg >= 0:
+            raise ValueError(f"stage2_reg must be >= 0 (pretrain.stage2_reg), got {stage2_reg}. Fix: e.g. 0.1, or 0.")
         if target_latent not in _TARGET_LATENTS:
             raise ValueError(
                 f"Unknown target_latent {target_latent!r}; choose one of {_TARGET_LATENTS}."
@@ -167,6 +186,11 @@ class LatentModelLoss(LossModule):
         if not 0 < target_update_rate <= 1:
             raise ValueError(f"target_update_rate must be in (0, 1], got {target_update_rate}.")
         self.latent_model = latent_model
+        self.stage2_reg = float(stage2_reg)
+        if self.stage2_reg > 0:  # buffers only when used: checkpoints of other runs keep their keys
+            self.register_buffer("_stage1_snapshot_taken", torch.zeros((), dtype=torch.bool))
+            for i, p in enumerate(latent_model.predictor.parameters()):
+                self.register_buffer(f"_stage1_predictor_{i}", p.detach().clone())
         self.stage = stage
         self.reward_weight = reward_weight
         self.dynamics_weight = dynamics_weight
@@ -191,6 +215,40 @@ class LatentModelLoss(LossModule):
         if value not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {value!r}.")
         self._stage = int(value)
+        if value == 2 and self.stage2_reg > 0 and not bool(self._stage1_snapshot_taken):
+            self.snapshot_stage1_predictor()
+
+    def _stage1_params(self) -> list[torch.Tensor]:
+        n = sum(1 for _ in self.latent_model.predictor.parameters())
+        return [getattr(self, f"_stage1_predictor_{i}") for i in range(n)]
+
+    @torch.no_grad()
+    def snapshot_stage1_predictor(self) -> None:
+        """Record ``h``'s parameters as the anchor of the stage-2 penalty (``stage2_reg > 0``).
+
+        Called automatically when :attr:`stage` first becomes 2; the snapshot is part of the
+        ``state_dict``, so a run resumed in stage 2 keeps the stage-1 anchor.
+
+        Examples:
+            >>> from tabb_torchrl import LatentModel, LatentModelLoss
+            >>> model = LatentModel.from_dims(3, 2, latent_dim=4, hidden_sizes=(8,))
+            >>> loss = LatentModelLoss(model, stage2_reg=0.1)
+            >>> loss.stage = 2            # snapshot of h taken here
+            >>> float(loss.stage2_penalty())
+            0.0
+        """
+        if self.stage2_reg <= 0:
+            raise RuntimeError("snapshot_stage1_predictor: stage2_reg is 0, there is no stage-2 penalty.")
+        for buf, p in zip(self._stage1_params(), self.latent_model.predictor.parameters()):
+            buf.copy_(p.detach())
+        self._stage1_snapshot_taken.fill_(True)
+
+    def stage2_penalty(self) -> torch.Tensor:
+        """``sum_k ||theta_k - theta_k^(1)||^2`` over ``h``'s parameters (``0`` without ``stage2_reg``)."""
+        params = list(self.latent_model.predictor.parameters())
+        if self.stage2_reg <= 0:
+            return torch.zeros((), device=params[0].device)
+        return sum(((p - a) ** 2).sum() for p, a in zip(params, self._stage1_params()))
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -263,7 +321,12 @@ class LatentModelLoss(LossModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._stage == 1):
             z_s = model.encode_state(obs)
             z_sa = model.encode_state_action(z_s, action)
-        pred = model.predict(z_sa)
+        if model.residual:  # source rows train h_S; target rows train the shift on top of a detached h_S
+            base, shift = model.predictor.components(z_sa)
+            tgt = target_rows.unsqueeze(-1)
+            pred = tuple(torch.where(tgt, b.detach() + d, b) for b, d in zip(base, shift))
+        else:
+            pred = model.predict(z_sa)
         r_hat, z_next_hat = pred[0], pred[1]
         with torch.no_grad():
             encoder = self._target_encoder if self._target_encoder is not None else model.encoder
@@ -297,6 +360,11 @@ class LatentModelLoss(LossModule):
             termination_bce = masked_mean(bce, rows)
             loss = loss + self.termination_weight * termination_bce
             metadata["termination_bce"] = termination_bce.detach()
+        if self._stage == 2 and self.stage2_reg > 0:
+            penalty = self.stage2_penalty()
+            metadata["stage2_reg_penalty"] = penalty.detach()
+            if torch.is_grad_enabled():  # a training term; held-out evaluation compares the prediction loss
+                loss = loss + self.stage2_reg * penalty
         return loss, metadata
 
     @property

@@ -63,6 +63,10 @@ class SourceRows:
             :attr:`CrossDomainMethod.columns` (e.g. TABB's ``r_hat``, ``z_next_hat``).
         value (Callable): ``V`` on features (``[n, d] -> [n]``), current parameters, no gradient.
         gamma (float): discount.
+        target_rows (SourceRows, optional): the batch's **target** rows in the same form (their
+            reward, terminal flag, ``V(f(s'))``, the method's columns), given only to methods that
+            set :attr:`CrossDomainMethod.needs_target_rows` (e.g. TABB's gated source target,
+            which calibrates on them); ``None`` otherwise.
 
     Examples:
         >>> import torch
@@ -79,6 +83,7 @@ class SourceRows:
     columns: Mapping[str, torch.Tensor]
     value: Callable[[torch.Tensor], torch.Tensor]
     gamma: float
+    target_rows: "SourceRows | None" = None
 
     def realised_target(self, reward: torch.Tensor | None = None) -> torch.Tensor:
         """``r + gamma (1 - d) V(s')`` with the source's own next state (``reward`` replaces ``r``)."""
@@ -131,6 +136,8 @@ class CrossDomainMethod(nn.Module):
         critic_deltas (tuple or None): ``(target_delta, source_delta)`` Huber thresholds of the
             critic loss on target and source rows (``None`` in the tuple = squared error);
             ``None`` (default) uses the backbone's ``huber_delta`` on every row.
+        needs_target_rows (bool): :meth:`edit_source` also reads the batch's target rows
+            (:attr:`SourceRows.target_rows`). Defaults to ``False``.
 
     Examples:
         A toy method that halves the weight of source rows with a negative reward:
@@ -153,6 +160,7 @@ class CrossDomainMethod(nn.Module):
     source_in_value: bool = False
     source_in_actor: bool = False
     critic_deltas: tuple | None = None
+    needs_target_rows: bool = False
 
     def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
         """Pre-training, once before RL (default: nothing).

@@ -14,7 +14,14 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from torch import nn
 
 from tabb_torchrl.modules import LatentModel, evaluate_value
-from tabb_torchrl.objectives.functional import TBM_SCALINGS, target_aligned_backup, tbm_weights
+from tabb_torchrl.objectives.functional import (
+    SOURCE_TARGETS,
+    TBM_SCALINGS,
+    gate_threshold,
+    source_bellman_target,
+    target_aligned_backup,
+    tbm_weights,
+)
 from tabb_torchrl.objectives.iql_loss import CrossDomainIQLLoss
 from tabb_torchrl.objectives.method import CrossDomainMethod, PooledIQL, SourceEdit, SourceRows
 
@@ -39,6 +46,14 @@ class TABB(CrossDomainMethod):
     (``anchor``). Value and actor see target rows only (``source_actor=True``:
     the SrcActor ablation, the actor also reads the weighted source rows).
 
+    Options **beyond the paper** (defaults keep the paper's equations):
+    ``source_target`` picks the source rows' critic target per row
+    (:func:`~tabb_torchrl.objectives.functional.source_bellman_target`: ``"aligned"``, the
+    paper; ``"realised"``; ``"gated"``, the realised target where the row's TBM is within the
+    ``gate_quantile`` of the batch's target-row TBM, else the aligned one), and
+    ``source_in_value=True`` lets the value loss (Eq. 9) also read the source rows, weighted
+    by ``w``.
+
     Args:
         temperature (float): ``tau > 0`` of Eq. 7. Defaults to ``1.0`` **[reconstructed]**.
         scaling (str): ``"batch_std"`` (default **[reconstructed]**) or ``"absolute"``.
@@ -56,6 +71,12 @@ class TABB(CrossDomainMethod):
         anchor_tau (float): EMA rate of the anchor. Defaults to ``0.005``.
         use_predicted_termination (bool): use the cached ``terminated_hat`` column in
             the aligned target (needs a termination head; not in the paper). Defaults to ``False``.
+        source_target (str): ``"aligned"`` (default, the paper), ``"realised"`` or ``"gated"``
+            (beyond the paper).
+        gate_quantile (float): quantile of the target rows' TBM that gates ``"gated"``, in
+            ``(0, 1]``. Defaults to ``0.9``.
+        source_in_value (bool): the value loss also reads the weighted source rows (beyond
+            the paper). Defaults to ``False``.
 
     Examples:
         >>> import torch
@@ -69,6 +90,8 @@ class TABB(CrossDomainMethod):
         tensor([2., 1.])
         >>> edit.metrics["mean_tbm"], edit.weight.sum()   # TBM = [0, 1]; mean weight 1
         (tensor(0.5000), tensor(2.))
+        >>> TABB(source_target="realised").edit_source(rows).target   # r + 0.5 * V(f(s'))
+        tensor([2., 2.])
     """
 
     name = "tabb"
@@ -86,8 +109,17 @@ class TABB(CrossDomainMethod):
         value_network: nn.Module | None = None,
         anchor_tau: float = 0.005,
         use_predicted_termination: bool = False,
+        source_target: str = "aligned",
+        gate_quantile: float = 0.9,
+        source_in_value: bool = False,
     ):
         super().__init__()
+        if source_target not in SOURCE_TARGETS:
+            raise ValueError(f"TABB: unknown source_target {source_target!r} (loss.source_target); "
+                             f"choose one of {SOURCE_TARGETS}.")
+        if not 0 < gate_quantile <= 1:
+            raise ValueError(f"TABB: gate_quantile (loss.gate_quantile) must be in (0, 1], got {gate_quantile}. "
+                             "Fix: e.g. 0.9.")
         if scaling not in TBM_SCALINGS:
             raise ValueError(f"Unknown TBM scaling {scaling!r}; choose one of {TBM_SCALINGS}.")
         if not temperature > 0:
@@ -105,6 +137,10 @@ class TABB(CrossDomainMethod):
         self.scaling = scaling
         self.std_eps = float(std_eps)
         self.source_in_actor = bool(source_actor)
+        self.source_in_value = bool(source_in_value)
+        self.source_target = source_target
+        self.gate_quantile = float(gate_quantile)
+        self.needs_target_rows = source_target == "gated"
         self.anchor_tau = float(anchor_tau)
         self.use_predicted_termination = bool(use_predicted_termination)
         self.weights = weights
@@ -119,24 +155,37 @@ class TABB(CrossDomainMethod):
             if [p.shape for p in self._anchor_params] != [p.shape for p in self._value_params]:
                 raise ValueError("TABB: the anchor must be a copy of the value network.")
 
-    def edit_source(self, rows: SourceRows) -> SourceEdit:
-        """Target-aligned targets (Eq. 8) and TBM weights (Eqs. 5, 7) of the source rows."""
-        r_hat = rows.columns["r_hat"].reshape(-1)
-        z_hat = rows.columns["z_next_hat"]
+    def _backup(self, rows: SourceRows, value=None):
+        """Eq. 5 on ``rows`` with ``value`` (default: the step's ``V``)."""
+        value = rows.value if value is None else value
         d_hat = rows.columns["terminated_hat"].reshape(-1) if self.use_predicted_termination else None
-        backup = target_aligned_backup(rows.reward, rows.next_value, r_hat, rows.value(z_hat),
-                                       rows.terminated, rows.gamma, terminated_hat=d_hat)
+        next_value = rows.next_value if value is rows.value else value(rows.next_feature)
+        return target_aligned_backup(rows.reward, next_value, rows.columns["r_hat"].reshape(-1),
+                                     value(rows.columns["z_next_hat"]), rows.terminated, rows.gamma,
+                                     terminated_hat=d_hat)
+
+    def edit_source(self, rows: SourceRows) -> SourceEdit:
+        """Source targets (Eq. 8: target-aligned by default) and TBM weights (Eqs. 5, 7) of the source rows."""
+        backup = self._backup(rows)
+        anchor = None if self.anchor is None else _as_value_fn(self.anchor)
+        if anchor is not None and (self.weights == "tbm" or self.source_target == "gated"):
+            backup = backup._replace(tbm=self._backup(rows, anchor).tbm)  # TBM with V_anc; targets with V
         tbm = backup.tbm
+        metrics = {}
+        threshold = None
+        if self.source_target == "gated":
+            if rows.target_rows is None:
+                raise ValueError("TABB(source_target='gated') needs the batch's target rows (SourceRows.target_rows).")
+            threshold = gate_threshold(self._backup(rows.target_rows, anchor).tbm, self.gate_quantile)
+            metrics["gate_realised_fraction"] = (tbm <= threshold).to(tbm.dtype).mean()
+        target = source_bellman_target(backup, self.source_target, threshold=threshold)
         if self.weights == "batch":  # weights (and TBM) of a transform, or of the user's own scheme
             weight, logged = rows.columns.get("weight"), rows.columns.get("tbm")
-            return SourceEdit(weight=None if weight is None else weight.reshape(-1), target=backup.aligned,
-                              metrics={} if logged is None else {"mean_tbm": logged.reshape(-1).mean()})
-        if self.anchor is not None:
-            anchor = _as_value_fn(self.anchor)
-            tbm = target_aligned_backup(rows.reward, anchor(rows.next_feature), r_hat, anchor(z_hat),
-                                        rows.terminated, rows.gamma, terminated_hat=d_hat).tbm
+            if logged is not None:
+                metrics["mean_tbm"] = logged.reshape(-1).mean()
+            return SourceEdit(weight=None if weight is None else weight.reshape(-1), target=target, metrics=metrics)
         weight = tbm_weights(tbm, temperature=self.temperature, scaling=self.scaling, std_eps=self.std_eps)
-        return SourceEdit(weight=weight, target=backup.aligned, metrics={"mean_tbm": tbm.mean()})
+        return SourceEdit(weight=weight, target=target, metrics={"mean_tbm": tbm.mean(), **metrics})
 
     def after_update(self) -> None:
         """Moves the EMA anchor towards the value network (``loss.anchor=ema``)."""
@@ -147,7 +196,8 @@ class TABB(CrossDomainMethod):
 
     def extra_repr(self) -> str:
         return (f"weights={self.weights!r}, temperature={self.temperature}, scaling={self.scaling!r}, std_eps={self.std_eps}, "
-                f"source_actor={self.source_in_actor}, anchor={'ema' if self.anchor is not None else 'value'}")
+                f"source_actor={self.source_in_actor}, anchor={'ema' if self.anchor is not None else 'value'}, "
+                f"source_target={self.source_target!r}, source_in_value={self.source_in_value}")
 
 
 class TABBLoss(CrossDomainIQLLoss):
@@ -197,6 +247,8 @@ class TABBLoss(CrossDomainIQLLoss):
         use_predicted_termination (bool): use the cached/predicted ``"terminated_hat"``
             instead of ``d`` in the source rows' aligned target (needs a termination
             head; not in the paper). Defaults to ``False``.
+        source_target, gate_quantile, source_in_value: options beyond the paper, see
+            :class:`~tabb_torchrl.methods.TABB` (defaults: the paper's equations).
         num_qvalue_nets, gamma, expectile, beta, huber_delta, max_weight, deactivate_vmap:
             see :class:`~tabb_torchrl.objectives.CrossDomainIQLLoss`.
 
@@ -246,12 +298,16 @@ class TABBLoss(CrossDomainIQLLoss):
         use_tbm: bool = True,
         source_actor: bool = False,
         use_predicted_termination: bool = False,
+        source_target: str = "aligned",
+        gate_quantile: float = 0.9,
+        source_in_value: bool = False,
         deactivate_vmap: bool = False,
     ) -> None:
         if method is None:
             if use_tbm:
                 method = TABB(temperature, scaling, std_eps, weights=weights, source_actor=source_actor,
-                              use_predicted_termination=use_predicted_termination)
+                              use_predicted_termination=use_predicted_termination, source_target=source_target,
+                              gate_quantile=gate_quantile, source_in_value=source_in_value)
             else:
                 method = PooledIQL()
         super().__init__(

@@ -36,6 +36,8 @@ __all__ = [
     "reconcile_env",
     "RUNTIME_KEYS",
     "HASH_EXCLUDED_KEYS",
+    "ADDED_DEFAULTS",
+    "without_added_defaults",
 ]
 
 #: Algorithms the recipe runs (``algo=<name>``): TABB and its baselines / ablations.
@@ -60,6 +62,8 @@ RUNTIME_KEYS = (
     "data.root",
     "data.storage",
     "data.scratch_dir",
+    "eval.perturbations",
+    "eval.perturbation_levels",
 )
 
 #: Keys left out of the config hash (:func:`config_hash`): a resumed session, or the
@@ -67,12 +71,72 @@ RUNTIME_KEYS = (
 #: the same hash.
 HASH_EXCLUDED_KEYS = BOOKKEEPING_KEYS + RUNTIME_KEYS
 
+#: Settings added after runs had been made, with the default that reproduces what those runs
+#: computed (the paper's equations). A key at this default is left out of the config hash
+#: (:func:`config_hash`) and of the settings two runs must share (:func:`without_added_defaults`),
+#: so a run made before the key existed and one made after, with the default, are the same
+#: configuration (``resume=true`` finds the first; the results tables put both in one cell).
+ADDED_DEFAULTS = {
+    "loss.source_target": "aligned",
+    "loss.gate_quantile": 0.9,
+    "pretrain.stage2_reg": 0.0,
+    "model.predictor": "mlp",
+    "algo.source_in_value": False,
+}
+
+
+def without_added_defaults(data: Any) -> Any:
+    """``data`` without the :data:`ADDED_DEFAULTS` keys that hold their default (a copy).
+
+    Works on a nested configuration or on a flat ``{dotted key: value}`` mapping.
+
+    Examples:
+        >>> without_added_defaults({"loss": {"tau": 1.0, "source_target": "aligned"}})
+        {'loss': {'tau': 1.0}}
+        >>> without_added_defaults({"loss.tau": 1.0, "loss.source_target": "gated"})
+        {'loss.tau': 1.0, 'loss.source_target': 'gated'}
+    """
+    data = to_container(data)
+    if not isinstance(data, Mapping):
+        return data
+    flat_keys = any("." in str(k) for k in data)
+    if flat_keys:
+        return {k: v for k, v in data.items() if not (k in ADDED_DEFAULTS and _is_default(v, ADDED_DEFAULTS[k]))}
+    drop = tuple(k for k, default in ADDED_DEFAULTS.items() if _is_default(_get_exact(data, k), default))
+    return _without(dict(data), drop)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value is default
+    if isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        return float(value) == float(default)
+    return value == default
+
+
+def _get_exact(cfg: Mapping, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
 # The keys left out by tabb-torchrl before runtime-only settings left the hash (up to
 # commit 0f22a69): runs started then recorded hashes computed this way, and
 # ``resume=true`` still finds them (legacy_config_hashes).
 _LEGACY_HASH_EXCLUDED_KEYS = (
     "resume", "run_dir", "runs_root", "max_steps_this_session", "logger", "progress", "checkpoint", "hydra", "preset",
+    "eval.perturbations", "eval.perturbation_levels",  # added later: absent from those runs' configs
 )
+
+# Settings added to the config after a run may have started: code of that time that read the new
+# config files hashed them (legacy_config_hashes accepts that hash too).
+_ADDED_RUNTIME_KEYS = ("eval.perturbations", "eval.perturbation_levels")
 
 
 class ConfigError(ValueError):
@@ -142,7 +206,8 @@ def config_hash(cfg: Any, length: int = 10) -> str:
     directory -- and the runtime-only :data:`RUNTIME_KEYS` -- threads, device,
     ``torch.compile``, logger, checkpoint interval, ...) are ignored, so that a
     resumed session, or the same run on another thread count or logged elsewhere,
-    has the same hash.
+    has the same hash; so are the :data:`ADDED_DEFAULTS` keys at their default (a run
+    made before such a key existed keeps its hash).
 
     Args:
         cfg: the run configuration.
@@ -154,8 +219,11 @@ def config_hash(cfg: Any, length: int = 10) -> str:
         True
         >>> a == config_hash({"seed": 1})
         False
+        >>> b = config_hash({"seed": 0, "loss": {"tau": 1.0}})
+        >>> b == config_hash({"seed": 0, "loss": {"tau": 1.0, "source_target": "aligned"}})  # added key, default
+        True
     """
-    return _hash(_without(dict(to_container(cfg)), HASH_EXCLUDED_KEYS), length)
+    return _hash(_without(without_added_defaults(dict(to_container(cfg))), HASH_EXCLUDED_KEYS), length)
 
 
 def legacy_config_hashes(cfg: Any, length: int = 10) -> list[str]:
@@ -171,12 +239,15 @@ def legacy_config_hashes(cfg: Any, length: int = 10) -> list[str]:
         >>> len(legacy_config_hashes(cfg)), config_hash(cfg) in legacy_config_hashes(cfg)
         (2, False)
     """
-    data = dict(to_container(cfg))
+    data = without_added_defaults(dict(to_container(cfg)))
     out = []
     for threads in (data.get("threads"), None):
         h = _hash(_without({**data, "threads": threads}, _LEGACY_HASH_EXCLUDED_KEYS), length)
         if h not in out:
             out.append(h)
+    before_added = _hash(_without(data, tuple(k for k in HASH_EXCLUDED_KEYS if k not in _ADDED_RUNTIME_KEYS)), length)
+    if before_added not in out and before_added != config_hash(data, length):
+        out.append(before_added)
     return out
 
 
@@ -630,7 +701,8 @@ def validate_config(cfg: Any) -> None:
         "eval.reference": ("odrl", "ours"),
         "optim.update": ("fused", "modular", None),
         "algo.features": ("latent", "raw", None),
-        "data.reward_scale": ("none", "iql_locomotion", None),
+        "loss.source_target": ("aligned", "realised", "gated", None),
+        "model.predictor": ("mlp", "residual", None),
     }
     for key, valid in choices.items():
         value = _get(cfg, key)
@@ -639,6 +711,28 @@ def validate_config(cfg: Any) -> None:
             f"{key}={value!r} is not a valid choice; valid: {', '.join(str(v) for v in valid)}. "
             f"Fix: set {key}=<one of them>.",
         )
+    scale = _get(cfg, "data.reward_scale")
+    _require(
+        scale in ("none", "iql_locomotion", None) or (_is_number(scale) and scale > 0),
+        f"data.reward_scale={scale!r} is not valid; valid: none, iql_locomotion or a positive number (a fixed "
+        "factor). Fix: e.g. data.reward_scale=iql_locomotion.",
+    )
+    # options beyond the paper (docs/method.rst, "Variants beyond the paper") -------------------
+    _check_range(cfg, "loss.gate_quantile", 0.0, 1.0, example="0.9", allow_null=True)
+    _check_range(cfg, "pretrain.stage2_reg", 0.0, example="0.1", low_inclusive=True, allow_null=True)
+    source_in_value = _get(cfg, "algo.source_in_value")
+    _require(
+        source_in_value is None or isinstance(source_in_value, bool),
+        f"algo.source_in_value={source_in_value!r} must be true or false. Fix: algo.source_in_value=false.",
+    )
+    if _get(cfg, "algo.method") != "tabb":
+        for key, default in (("loss.source_target", "aligned"), ("algo.source_in_value", False)):
+            value = _get(cfg, key, default)
+            _require(
+                value == default,
+                f"{key}={value!r} is read by TABB only, but algo.method={_get(cfg, 'algo.method')!r} "
+                f"(algo={algo}). Fix: drop the {key} override, or use algo=tabb.",
+            )
     # the reference returns of the normalised score exist for this env (checked now, not at the first evaluation)
     from tabb_torchrl.data.references import MissingReferenceError, reference_returns
 

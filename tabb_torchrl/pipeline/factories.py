@@ -6,6 +6,7 @@ builds TorchRL / tabb-torchrl objects, in the style of TorchRL's
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -241,7 +242,11 @@ def reward_scale_factor(cfg: Any, source: TensorDictBase | None, target: TensorD
       scaling, with ``R`` the episode returns (:func:`episode_returns`) of the
       training data: the source and target episodes together (only the target
       ones for ``algo=iql_target``). One factor for both datasets keeps the
-      source and target rewards on the same scale.
+      source and target rewards on the same scale: TBM compares a source reward
+      with ``h``'s prediction, which learnt from both, and the critic regresses both
+      domains' targets. [reconstructed: IQL scales one dataset]
+    * a positive number: that factor (e.g. the factor a TABB run logged, to give
+      ``algo=iql_target`` the same scale, which its target episodes alone would not).
 
     Raises:
         ConfigError: an unknown option, or all episodes have the same return.
@@ -252,12 +257,20 @@ def reward_scale_factor(cfg: Any, source: TensorDictBase | None, target: TensorD
         ...                  ("next", "done"): torch.tensor([[False], [True], [True]])}, [3])
         >>> reward_scale_factor({"data": {"reward_scale": "iql_locomotion"}}, None, td)
         1000.0
+        >>> reward_scale_factor({"data": {"reward_scale": 2.5}}, None, td)
+        2.5
     """
-    mode = str(_get(cfg, "data.reward_scale", "none"))
+    raw = _get(cfg, "data.reward_scale", "none")
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        if not (math.isfinite(raw) and raw > 0):
+            raise ConfigError(f"data.reward_scale={raw!r} must be a positive number, none or iql_locomotion. "
+                              "Fix: e.g. data.reward_scale=iql_locomotion.")
+        return float(raw)
+    mode = str(raw)
     if mode == "none":
         return 1.0
     if mode != "iql_locomotion":
-        raise ConfigError(f"data.reward_scale={mode!r} is unknown; valid: none, iql_locomotion.")
+        raise ConfigError(f"data.reward_scale={mode!r} is unknown; valid: none, iql_locomotion or a positive number.")
     returns = torch.cat([episode_returns(td) for td in (source, target) if td is not None])
     spread = float(returns.max() - returns.min())
     if not spread > 0:
@@ -330,16 +343,20 @@ def make_latent_model(cfg: Any, obs_dim: int, action_dim: int):
     """
     from tabb_torchrl.modules import LatentModel, StateActionEncoder, StateEncoder, TargetDomainPredictor
 
+    from tabb_torchrl.modules.latent import ResidualPredictor
+
     m = _get(cfg, "model")
     ds, dsa = int(m["latent_state_dim"]), int(m["latent_sa_dim"])
     act = m["activation"]
     enc_hidden = tuple(int(h) for h in m["encoder_hidden"])
+    # model.predictor: mlp (the paper's h) | residual (source rows: their own r, f(s') + a learned shift)
+    predictor = ResidualPredictor if _get(cfg, "model.predictor", "mlp") == "residual" else TargetDomainPredictor
     return LatentModel(
         StateEncoder(obs_dim, ds, hidden_sizes=enc_hidden, activation=act, avg_l1_norm=bool(m["avg_l1_norm"])),
         StateActionEncoder(ds, action_dim, dsa, hidden_sizes=enc_hidden, activation=act,
                            avg_l1_norm=bool(m["avg_l1_norm"])),
-        TargetDomainPredictor(dsa, ds, hidden_sizes=tuple(int(h) for h in m["predictor_hidden"]),
-                              activation=act, termination_head=bool(m["termination_head"])),
+        predictor(dsa, ds, hidden_sizes=tuple(int(h) for h in m["predictor_hidden"]),
+                  activation=act, termination_head=bool(m["termination_head"])),
     )
 
 
@@ -370,6 +387,7 @@ def make_latent_model_loss(cfg: Any, latent_model):
         normalize_dynamics=bool(p["normalize_dynamics"]),
         target_latent="ema" if p["target_encoder"] == "ema" else "stop_gradient",
         target_update_rate=float(p["ema_tau"]),
+        stage2_reg=float(_get(cfg, "pretrain.stage2_reg", 0.0)),
     )
 
 
@@ -413,7 +431,8 @@ def make_method(cfg: Any, value_network=None, obs_dim: int | None = None, action
 
     ``tabb`` reads ``loss.tau``, ``loss.scaling``, ``loss.std_eps``, ``loss.anchor``
     (``ema``: an EMA copy of ``value_network`` moved by ``loss.anchor_ema_tau``),
-    ``loss.use_predicted_termination`` and ``algo.source_actor``; ``iql`` (IQL on the
+    ``loss.use_predicted_termination``, ``algo.source_actor`` and the options beyond the paper
+    ``loss.source_target``, ``loss.gate_quantile`` and ``algo.source_in_value``; ``iql`` (IQL on the
     pooled rows) reads nothing. Other registered methods get ``cfg.algo.method_kwargs`` and,
     where their constructor takes them, ``obs_dim``, ``action_dim``, ``env_id`` and ``gamma``.
 
@@ -443,6 +462,9 @@ def make_method(cfg: Any, value_network=None, obs_dim: int | None = None, action
             value_network=value_network if anchor is not None else None,
             anchor_tau=float(lc["anchor_ema_tau"]),
             use_predicted_termination=bool(lc["use_predicted_termination"]),
+            source_target=str(_get(cfg, "loss.source_target", "aligned")),
+            gate_quantile=float(_get(cfg, "loss.gate_quantile", 0.9)),
+            source_in_value=bool(_get(cfg, "algo.source_in_value", False)),
         )
     kwargs = dict(_get(cfg, "algo.method_kwargs") or {})
     # what a method may need to build its networks: passed when its constructor takes it
