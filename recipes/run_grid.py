@@ -46,6 +46,9 @@ A cell never mixes runs of different settings: when the runs of one
 ``loss.tau`` in one sweep folder), the aggregation stops with status 2 and names
 the keys; ``--split-by loss.tau`` (or ``split_by`` in the grid file) gives each
 value its own column.
+
+Exit status: 0; 1 when some runs failed (the tables of the finished ones are
+written); 2 when there is nothing to aggregate or a cell would mix settings.
 """
 from __future__ import annotations
 
@@ -142,6 +145,7 @@ def main(argv=None) -> None:
     print(" ".join(shlex.quote(c) for c in cmd))
     if args.dry_run:
         return
+    rc = 0
     if not args.aggregate_only:
         t0 = time.time()
         rc = subprocess.call(cmd)
@@ -149,6 +153,8 @@ def main(argv=None) -> None:
         if rc != 0:
             print("Some runs failed; aggregating the summaries that exist.", file=sys.stderr)
     aggregate_grid(grid)
+    if rc != 0:
+        sys.exit(1)  # the tables are written, but a script or CI sees that runs failed
 
 
 if __name__ == "__main__":
