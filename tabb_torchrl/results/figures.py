@@ -168,11 +168,13 @@ def plot_interval_estimates(scores: AggregateScores, path: str | os.PathLike) ->
                               [e.point if math.isnan(e.high) else e.high for e in (scores.estimates[a][s] for s in STATISTICS)]])
                  for a in algos}
     pct = f"{100 * scores.confidence:g}"
+    row_height = max(0.6, 1.8 / len(algos))  # inches per algorithm; at least 1.8 in in all
+    height = row_height * len(algos)
     fig, _ = plot_utils.plot_interval_estimates(
-        points, intervals, metric_names=list(STATISTICS), algorithms=algos,
-        xlabel=f"{_METRIC_LABELS.get(scores.metric, scores.metric)} ({len(scores.tasks)} tasks; "
-               f"{pct}% stratified-bootstrap CIs)",
-        xlabel_y_coordinate=-0.35 if len(algos) < 4 else -0.15, row_height=0.6,
+        points, intervals, metric_names=list(STATISTICS), algorithms=algos, row_height=row_height,
+        xlabel=f"{_METRIC_LABELS.get(scores.metric, scores.metric)} ({len(scores.tasks)} "
+               f"task{'s' if len(scores.tasks) > 1 else ''}; {pct}% stratified-bootstrap CIs)",
+        xlabel_y_coordinate=-0.75 / height,  # 0.75 in below the axes, under the tick labels
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +210,12 @@ def plot_performance_profile(profile: PerformanceProfile, path: str | os.PathLik
     from rliable import plot_utils
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    bands = {a: (profile.low[a], profile.high[a]) for a in profile.fractions if not np.isnan(profile.low[a]).any()}
+    has_band = {a: not np.isnan(profile.low[a]).any() for a in profile.fractions}
+    names = {a: a if has_band[a] else f"{a} (no band: a task with one seed)" for a in profile.fractions}
+    bands = {names[a]: (profile.low[a], profile.high[a]) for a in profile.fractions if has_band[a]}
     label = _METRIC_LABELS.get(profile.metric, profile.metric)
     plot_utils.plot_performance_profiles(
-        profile.fractions, profile.taus, performance_profile_cis=bands, ax=ax,
+        {names[a]: f for a, f in profile.fractions.items()}, profile.taus, performance_profile_cis=bands, ax=ax,
         xlabel=rf"{label} ($\tau$)", ylabel=r"fraction of runs with score $> \tau$",
         labelsize="medium", ticklabelsize="medium",
     )
