@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Algorithms the recipe runs (``algo=<name>``): TABB and its baselines / ablations.
-ALGOS = ("tabb", "iql_mixed", "iql_target", "src_actor", "dara", "srpo", "igdf", "v2a", "otdf", "droco", "cql")
+ALGOS = ("tabb", "iql_mixed", "iql_target", "src_actor", "dara", "srpo", "igdf", "v2a", "otdf", "droco", "cql", "mobody", "bosa")
 
 #: Where a run writes and how it is continued: not part of what it computes.
 BOOKKEEPING_KEYS = ("resume", "run_dir", "runs_root", "hydra", "preset")

@@ -669,7 +669,7 @@ def td3_config(cfg: Any) -> dict:
     return out
 
 
-def make_td3(cfg: Any, env_id: str, method_factory: Callable[[int, int], TD3Method], *,
+def make_td3(cfg: Any, env_id: str, method_factory: Callable[[int, int, float], TD3Method], *,
              device: torch.device | str = "cpu"):
     """The TD3 backbone of an own-backbone algo from ``cfg``: actor, loss, soft update, optimisers.
 
@@ -677,7 +677,7 @@ def make_td3(cfg: Any, env_id: str, method_factory: Callable[[int, int], TD3Meth
     2×256 ReLU); the actor's box is the env's action space. Loss: ``algo.td3`` (:func:`td3_config`),
     ``loss.gamma``; soft update ``optim.target_update_tau``; Adam on the actor (``optim.lr_actor``)
     and the critics (``optim.lr_qvalue``), ``optim.weight_decay``. ``method_factory(obs_dim,
-    action_dim)`` builds the method.
+    action_dim, max_action)`` builds the method (``max_action``: the largest action bound).
 
     Returns:
         ``(actor, loss_module, target_updater, optimizers)``, ``optimizers = {"actor", "qvalue"}``.
@@ -686,7 +686,7 @@ def make_td3(cfg: Any, env_id: str, method_factory: Callable[[int, int], TD3Meth
         >>> cfg = {"model": {"actor_hidden": [8], "qvalue_hidden": [8], "activation": "relu"},
         ...        "loss": {"gamma": 0.99}, "optim": {"target_update_tau": 0.005, "lr_actor": 3e-4,
         ...        "lr_qvalue": 3e-4, "weight_decay": 0.0}, "algo": {"td3": {}}}
-        >>> actor, loss, updater, opts = make_td3(cfg, "Hopper-v5", lambda o, a: TD3Method())
+        >>> actor, loss, updater, opts = make_td3(cfg, "Hopper-v5", lambda o, a, m: TD3Method())
         >>> type(loss).__name__, sorted(opts), loss.critic.ensemble_size
         ('TD3CrossDomainLoss', ['actor', 'qvalue'], 2)
     """
@@ -704,7 +704,8 @@ def make_td3(cfg: Any, env_id: str, method_factory: Callable[[int, int], TD3Meth
                            activation=act)
     critic = EnsembleMLP(obs_dim + action_dim, 1, [int(h) for h in _get(cfg, "model.qvalue_hidden")], 2,
                          activation=act)
-    loss = TD3CrossDomainLoss(actor, critic, method_factory(obs_dim, action_dim), gamma=float(_get(cfg, "loss.gamma")),
+    max_action = float(torch.maximum(low.abs(), high.abs()).max())
+    loss = TD3CrossDomainLoss(actor, critic, method_factory(obs_dim, action_dim, max_action), gamma=float(_get(cfg, "loss.gamma")),
                               policy_noise=float(c["policy_noise"]), noise_clip=float(c["noise_clip"]),
                               target_actor=bool(c["target_actor"]), actor_q=str(c["actor_q"]),
                               q_coef=float(c["q_coef"]), normalize_q=bool(c["normalize_q"]),

@@ -417,13 +417,21 @@ class TABBTrainer:
     def prepare_rl(self) -> None:
         """Freeze ``f, g, h``, build the RL buffer (caching the latents of every stored row) and the update."""
         self.latent_model.freeze()
-        if _get(self.cfg, "algo.name") == "cql":  # CQL (tabb_torchrl.pipeline.cql): no method, its own update
-            from tabb_torchrl.pipeline.cql import make_cql_update
+        from tabb_torchrl.pipeline.backbones import own_backbone
 
+        backbone = own_backbone(_get(self.cfg, "algo.name"))
+        if backbone is not None:  # cql, mobody, bosa (tabb_torchrl.pipeline.backbones): their own update
+            if backbone.prepare is not None and not self.method_prepared:  # once per run (checkpointed)
+                t0 = time.time()
+                backbone.prepare(self.loss_module, self.source, self.target, device=self.device,
+                                 progress=self.show_progress)
+                _LOG.info("%s prepared in %.1f s", _get(self.cfg, "algo.name"), time.time() - t0)
+            self.method_prepared = True
+            columns = None if backbone.columns is None else backbone.columns(self.loss_module)
             self.rl_rb, _ = make_rl_buffer(self.cfg, self.source, self.target, None, seed=self._rl_seed,
-                                           device=self.device)
-            self.rl_update = make_cql_update(self.cfg, self.loss_module, self.rl_rb, self.optimizers,
-                                             self.target_updater, step=self.progress.rl_step)
+                                           device=self.device, method=columns)
+            self.rl_update = backbone.make_update(self.cfg, self.loss_module, self.rl_rb, self.optimizers,
+                                                  self.target_updater, step=self.progress.rl_step)
             return
         method = self.loss_module.method
         if not self.method_prepared:  # the method's own pre-training, once per run (checkpointed with the loss)

@@ -1,0 +1,799 @@
+"""MOBODY on the TD3 backbone: model-based off-dynamics offline RL (Guo, Yang, Xu & Liu, "MOBODY:
+Model Based Off-Dynamics Offline Reinforcement Learning", arXiv 2506.08460; authors' code
+``guoyihonggyh/MOBODY-Model-Based-Off-Dynamics-Offline-Reinforcement-Learning``: ``train_mobody.py``,
+``algo/offline_offline/mobody.py``, ``algo/dynamics/mobody_dynamics.py``, ``mobody_module.py``).
+
+Before RL (:meth:`MOBODY.prepare`):
+
+1. optionally DARA's two domain classifiers (:class:`~tabb_torchrl.methods.DARA`, 5,000 steps),
+   whose clipped log-ratio corrects the source rewards (``source_penalty="dara"``);
+2. the target dynamics model (:class:`MOBODYDynamics`, an ensemble of 7 as one module): a state
+   encoder and a transition decoder shared by both domains, one action encoder per domain::
+
+       z_s = f(s),  z_a = g_d(z_s, a),  s'_hat = h(z_s + z_a)         d in {source, target}
+
+   fitted on both datasets (:func:`train_mobody_dynamics`); ``h(f(s))`` also reconstructs ``s``.
+
+During RL, every ``rollout_every`` steps (:meth:`MOBODY.refresh_model_rows`), one-step rollouts of
+the target model from 50,000 source states (actions of the current policy), 2,000 target states
+(policy actions) and the same 50,000 source states with their **dataset** actions (the source
+``(s, a)`` relabelled with predicted target next states) are added to a buffer of model rows, with
+the predicted reward minus ``0.1 x`` the ensemble's disagreement, rows of disagreement above 10
+dropped. Each step trains on 128 source + 128 target + 64 model rows (:meth:`MOBODY.edit_batch`);
+the actor loss is::
+
+    L_pi = -2.5 mean Q(s, pi(s)) / mean|Q| + bc_coef mean_real[ w (pi(s) - a)^2 ],
+    w = min(exp(3 Q(s, a) / mean|Q(s, a)|), 100)                                 (q_weighted_bc_loss)
+
+See ``docs/methods/mobody.md`` for the defaults, their sources and what is reconstructed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tabb_torchrl.keys import SOURCE, TARGET
+from tabb_torchrl.methods.dara import DARA, LOG_RATIO_COLUMN, dara_reward
+from tabb_torchrl.pipeline.td3 import MODEL_ROWS, EnsembleMLP, TD3Batch, TD3Method
+
+__all__ = [
+    "MOBODY",
+    "MOBODYDynamics",
+    "ModelRowBuffer",
+    "EnvTermination",
+    "SOURCE_PENALTIES",
+    "TERMINATIONS",
+    "train_mobody_dynamics",
+    "ensemble_disagreement",
+    "penalize_and_filter",
+    "q_weighted_bc_loss",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: Corrections of the source rewards: ``"dara"`` (DARA's classifier log-ratio, ``+ coef clip(Δ, -10, 10)``),
+#: ``"par"`` (``- coef mean_j (s'_j - s'_hat_j)^2`` of the target model, PAR-style) or ``"none"``.
+SOURCE_PENALTIES = ("dara", "par", "none")
+
+#: How model rows get their termination flag: ``"env"`` (the target env's own health check on the
+#: predicted next state, :class:`EnvTermination`) or ``"none"`` (never terminal).
+TERMINATIONS = ("env", "none")
+
+_DOMAINS = {"source": SOURCE, "target": TARGET}
+
+
+# ----------------------------------------------------------------------------- equations
+def ensemble_disagreement(mean: torch.Tensor) -> torch.Tensor:
+    r"""The model's uncertainty :math:`u = \max_i \lVert \hat s'_i - \tfrac1E \sum_j \hat s'_j \rVert_2` (``pairwise-diff``).
+
+    Args:
+        mean (torch.Tensor): ``[E, B, d]`` the members' predicted next states.
+
+    Returns:
+        torch.Tensor: ``[B]``.
+
+    Examples:
+        >>> import torch
+        >>> ensemble_disagreement(torch.tensor([[[0.0, 0.0]], [[2.0, 0.0]], [[4.0, 0.0]]]))   # mean (2, 0)
+        tensor([2.])
+    """
+    return (mean - mean.mean(0, keepdim=True)).norm(dim=-1).amax(0)
+
+
+def penalize_and_filter(reward: torch.Tensor, uncertainty: torch.Tensor, coef: float, max_uncertainty: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Model-row rewards :math:`\hat r - c\,u` and the rows kept (:math:`u \le u_{\max}`) (MOPO-style penalty, MOBODY's filter).
+
+    Args:
+        reward (torch.Tensor): ``[B]`` predicted rewards.
+        uncertainty (torch.Tensor): ``[B]`` :func:`ensemble_disagreement`.
+        coef (float): ``c >= 0``.
+        max_uncertainty (float): rows above it are dropped.
+
+    Returns:
+        ``(penalised rewards [B], keep [B] bool)``.
+
+    Examples:
+        >>> import torch
+        >>> r, keep = penalize_and_filter(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([1.0, 20.0, 5.0]), 0.1, 10.0)
+        >>> r.tolist(), keep.tolist()
+        ([0.8999999761581421, -1.0, 1.5], [True, False, True])
+    """
+    return reward - coef * uncertainty, uncertainty <= max_uncertainty
+
+
+def q_weighted_bc_loss(policy_action: torch.Tensor, data_action: torch.Tensor, q: torch.Tensor,
+                       temperature: float = 3.0, max_weight: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""MOBODY's Q-weighted behaviour cloning :math:`\operatorname{mean}_{i,j}\, w_i (\pi(s_i)_j - a_{ij})^2`.
+
+    .. math::
+
+        w_i = \min\Big(\exp\big(T\, Q(s_i, a_i) / \operatorname{mean}_k |Q(s_k, a_k)|\big),\ w_{\max}\Big)
+
+    with ``Q`` the minimum of the twin critics at the dataset's actions (no gradient), ``T = 3``,
+    ``w_max = 100``; the mean runs over rows and action dimensions (authors' ``bc_loss``).
+
+    Args:
+        policy_action (torch.Tensor): ``[B, A]`` ``pi(s)``.
+        data_action (torch.Tensor): ``[B, A]``.
+        q (torch.Tensor): ``[B]`` ``Q(s, a)`` (detached).
+        temperature (float): ``T``. Defaults to ``3.0``.
+        max_weight (float): ``w_max``. Defaults to ``100.0``.
+
+    Returns:
+        ``(loss, w)``.
+
+    Examples:
+        >>> import math, torch
+        >>> loss, w = q_weighted_bc_loss(torch.tensor([[1.0], [0.0]]), torch.zeros(2, 1), torch.tensor([4.0, 0.0]))
+        >>> w                                   # exp(3 * [4, 0] / 2) = [e^6, 1], the first clipped at 100
+        tensor([100.,   1.])
+        >>> loss                                # (100 * 1 + 1 * 0) / 2
+        tensor(50.)
+    """
+    w = torch.exp(temperature * q / q.abs().mean()).clamp(max=max_weight)
+    return (w.unsqueeze(-1) * (policy_action - data_action) ** 2).mean(), w
+
+
+# ----------------------------------------------------------------------------- the dynamics model
+class MOBODYDynamics(nn.Module):
+    r"""MOBODY's dynamics model: ``E`` members of a shared state encoder and transition decoder with
+    one action encoder per domain, and a reward model, each an :class:`~tabb_torchrl.pipeline.td3.EnsembleMLP`.
+
+    * state encoder ``f``: ``s -> (mu, log var)`` of ``z_s`` (``latent_dim``; sampled in training, ``mu`` otherwise);
+    * action encoders ``g_source``, ``g_target``: ``[z_s, a] -> z_a`` (the mean half of their output);
+    * transition decoder ``h``: ``z -> s``; next state ``s'_hat = h(z_s + z_a)``, reconstruction ``h(z_s)``;
+    * reward model ``R``: ``[s, a, s'] -> r`` (the mean of a mean / log-variance head).
+
+    Swish (SiLU) activations and truncated-normal initialisation (std ``1 / (2 sqrt(fan_in))``) as the
+    authors' ``MOBODYModule``; ``elites`` holds the members used for sampling.
+
+    Args:
+        obs_dim (int): state size.
+        action_dim (int): action size.
+
+    Keyword Args:
+        ensemble_size (int): members. Defaults to ``7``.
+        num_elites (int): elite members. Defaults to ``5``.
+        latent_dim (int): size of ``z_s``, ``z_a``. Defaults to ``16``.
+        hidden (int): width of ``f``, ``h``, ``R`` (two hidden layers). Defaults to ``256``.
+        action_hidden (int): width of the action encoders (one hidden layer). Defaults to ``32``.
+
+    Examples:
+        >>> import torch
+        >>> m = MOBODYDynamics(3, 2, ensemble_size=7, hidden=16)
+        >>> m.predict(torch.zeros(4, 3), torch.zeros(4, 2), "target").shape     # [E, B, obs]
+        torch.Size([7, 4, 3])
+        >>> nxt, reward, u = m.sample_step(torch.zeros(4, 3), torch.zeros(4, 2))
+        >>> nxt.shape, reward.shape, u.shape, m.elites.tolist()
+        (torch.Size([4, 3]), torch.Size([4]), torch.Size([4]), [0, 1, 2, 3, 4])
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, *, ensemble_size: int = 7, num_elites: int = 5,
+                 latent_dim: int = 16, hidden: int = 256, action_hidden: int = 32):
+        super().__init__()
+        if not 1 <= int(num_elites) <= int(ensemble_size):
+            raise ValueError(f"MOBODYDynamics: need 1 <= num_elites <= ensemble_size, got {num_elites}, {ensemble_size}.")
+        self.obs_dim, self.action_dim, self.latent_dim = int(obs_dim), int(action_dim), int(latent_dim)
+        self.ensemble_size = e = int(ensemble_size)
+        kw = {"activation": "silu", "init": "trunc_normal"}
+        self.state_encoder = EnsembleMLP(self.obs_dim, 2 * self.latent_dim, (hidden, hidden), e, **kw)
+        self.action_encoders = nn.ModuleDict({
+            name: EnsembleMLP(self.latent_dim + self.action_dim, 2 * self.latent_dim, (action_hidden,), e, **kw)
+            for name in _DOMAINS})
+        self.decoder = EnsembleMLP(self.latent_dim, self.obs_dim, (hidden, hidden), e, **kw)
+        self.reward_model = EnsembleMLP(2 * self.obs_dim + self.action_dim, 2, (hidden, hidden), e, **kw)
+        self.register_buffer("elites", torch.arange(int(num_elites)))
+
+    def encode_state(self, observation: torch.Tensor, *, sample: bool = False,
+                     generator: torch.Generator | None = None):
+        """``(z_s, mu, log_var)``, each ``[E, B, L]``; ``z_s = mu`` unless ``sample``."""
+        out = self.state_encoder(observation)
+        mu, log_var = out[..., :self.latent_dim], out[..., self.latent_dim:]
+        if not sample:
+            return mu, mu, log_var
+        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        return mu + eps * torch.exp(0.5 * log_var), mu, log_var
+
+    def action_latent(self, z: torch.Tensor, action: torch.Tensor, domain: str) -> torch.Tensor:
+        """``z_a = g_domain(z_s, a)``, ``[E, B, L]``."""
+        if action.ndim == 2:
+            action = action.unsqueeze(0).expand(z.shape[0], -1, -1)
+        return self.action_encoders[domain](torch.cat([z, action], -1))[..., :self.latent_dim]
+
+    def predict(self, observation: torch.Tensor, action: torch.Tensor, domain: str = "target") -> torch.Tensor:
+        """Every member's next state ``h(mu_s + z_a)`` (no sampling), ``[E, B, obs]``."""
+        z, _, _ = self.encode_state(observation)
+        return self.decoder(z + self.action_latent(z, action, domain))
+
+    def reward(self, observation: torch.Tensor, action: torch.Tensor, next_observation: torch.Tensor) -> torch.Tensor:
+        """Every member's predicted reward, ``[E, B]``."""
+        e = self.ensemble_size
+        if next_observation.ndim == 3:
+            observation = observation.unsqueeze(0).expand(e, -1, -1) if observation.ndim == 2 else observation
+            action = action.unsqueeze(0).expand(e, -1, -1) if action.ndim == 2 else action
+        return self.reward_model(torch.cat([observation, action, next_observation], -1))[..., 0]
+
+    def loss(self, domain: str, observation, action, next_observation, reward, *, encoder_weight: float = 1.0,
+             reward_weight: float = 1.0, recon_weight: float = 100.0, kl_weight: float = 0.05,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        r"""The training loss of one domain's rows ``[E, B, ...]`` (each member its own rows), summed over members.
+
+        .. math::
+
+            L = \underbrace{\lVert h(z_s + z_a) - s' \rVert^2}_{\text{transition}}
+              + w_{\text{enc}} \Big( 100 \big(\lVert h(z_s) - s\rVert^2 + \lVert h(z_{s'}) - s'\rVert^2\big)
+              + 0.05 (\mathrm{KL}_s + \mathrm{KL}_{s'}) + \lVert z_s + z_a - \mathrm{sg}(z_{s'})\rVert^2 \Big)
+              + w_r \big( (R(s, a, \tilde s') - r)^2 + (R(s, a, s') - r)^2 \big)
+
+        (means over rows and dimensions; ``z`` sampled; ``\tilde s' = s'_{hat} + \sigma_E \epsilon``,
+        ``\sigma_E`` the members' spread). The authors weight the encoder terms 5 on target rows and
+        1 on source rows and the reward terms 1 and 0.01.
+        """
+        z, mu, log_var = self.encode_state(observation, sample=True, generator=generator)
+        za = self.action_latent(z, action, domain)
+        pred = self.decoder(z + za)
+        transition = ((pred - next_observation) ** 2).mean((1, 2)).sum()
+        z2, mu2, log_var2 = self.encode_state(next_observation, sample=True, generator=generator)
+        recon = (((self.decoder(z) - observation) ** 2).mean((1, 2)).sum()
+                 + ((self.decoder(z2) - next_observation) ** 2).mean((1, 2)).sum())
+
+        def kl(m, lv):
+            return (-0.5 * (1 + lv - m.pow(2) - lv.exp())).mean((1, 2)).sum()
+
+        kl_term = kl(mu, log_var) + kl(mu2, log_var2)
+        latent = ((z + za - z2.detach()) ** 2).mean((1, 2)).sum()
+        encoder = recon_weight * recon + kl_weight * kl_term + latent
+        noise = torch.randn(pred.shape, dtype=pred.dtype, device=pred.device, generator=generator)
+        noisy = pred + noise * pred.std(0, keepdim=True)
+        reward_term = (((self.reward(observation, action, noisy) - reward) ** 2).mean(1).sum()
+                       + ((self.reward(observation, action, next_observation) - reward) ** 2).mean(1).sum())
+        total = transition + encoder_weight * encoder + reward_weight * reward_term
+        return total, {"transition": transition.detach(), "recon": recon.detach(), "kl": kl_term.detach(),
+                       "latent": latent.detach(), "reward": reward_term.detach()}
+
+    @torch.no_grad()
+    def transition_error(self, observation, action, next_observation, domain: str = "target") -> torch.Tensor:
+        """Every member's mean squared error of ``s'`` (no sampling), ``[E]``."""
+        return ((self.predict(observation, action, domain) - next_observation) ** 2).mean((1, 2))
+
+    @torch.no_grad()
+    def sample_step(self, observation: torch.Tensor, action: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of the target model (authors' ``step``): ``(s', r_hat, u)``, ``[B, obs]``, ``[B]``, ``[B]``.
+
+        Each member's mean is perturbed by Gaussian noise of the members' spread; one elite member
+        per row is drawn; the reward is the members' mean prediction at that next state; ``u`` is
+        :func:`ensemble_disagreement` of the means (no penalty applied here).
+        """
+        mean = self.predict(observation, action, "target")                        # [E, B, obs]
+        noise = torch.randn(mean.shape, dtype=mean.dtype, generator=generator).to(mean.device)
+        samples = mean + noise * mean.std(0, keepdim=True)
+        b = observation.shape[0]
+        pick = torch.randint(self.elites.numel(), (b,), generator=generator).to(mean.device)
+        nxt = samples[self.elites[pick], torch.arange(b, device=mean.device)]
+        reward = self.reward(observation, action, nxt).mean(0)
+        return nxt, reward, ensemble_disagreement(mean)
+
+
+def train_mobody_dynamics(model: MOBODYDynamics, source: tuple, target: tuple, *, batch_size: int = 256,
+                          lr: float = 1e-3, target_passes: int = 3, target_encoder_weight: float = 5.0,
+                          source_encoder_weight: float = 1.0, source_reward_weight: float = 0.01,
+                          holdout_fraction: float = 0.2, max_source_holdout: int = 1000,
+                          max_target_holdout: int = 500, max_epochs: int | None = None, patience: int = 5,
+                          improvement: float = 0.01, generator: torch.Generator | None = None,
+                          noise_generator: torch.Generator | None = None, progress: bool = False) -> dict:
+    """Fit :class:`MOBODYDynamics` on source and target transitions (authors' ``MOBODYEnsembleDynamics.train``).
+
+    ``source`` / ``target`` are ``(s, a, s', r)`` tensors. Hold-out rows (``holdout_fraction``, at
+    most 1,000 source / 500 target) are set aside; each member trains on its own bootstrap sample
+    of the rest. One epoch is a pass over the source rows (``model.loss("source", ...)``, encoder
+    weight 1, reward weight 0.01) then ``target_passes`` passes over the target rows (weight 5, 1),
+    ``batch_size`` rows per member and step, Adam (``lr``). After each epoch every member whose
+    target hold-out error improved by more than ``improvement`` (relative) is saved; training
+    stops after ``patience`` epochs without such an improvement (or ``max_epochs``); the saved
+    members are restored and the ``num_elites`` best become the elites.
+
+    Returns:
+        ``{"epochs", "holdout_mse" (per member), "elites"}``.
+    """
+    dev = model.elites.device
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def split(data, cap):
+        n = data[0].shape[0]
+        n_hold = min(int(n * holdout_fraction), cap)
+        perm = torch.randperm(n, generator=gen)
+        hold, train = perm[:n_hold].to(dev), perm[n_hold:].to(dev)
+        return [x.to(dev)[train] for x in data], [x.to(dev)[hold] for x in data]
+
+    src_train, _ = split(source, max_source_holdout)
+    tgt_train, tgt_hold = split(target, max_target_holdout)
+    if tgt_hold[0].shape[0] == 0:
+        tgt_hold = tgt_train  # too few target rows for a hold-out: select on the training rows
+    e = model.ensemble_size
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    boot = {name: torch.randint(d[0].shape[0], (e, d[0].shape[0]), generator=gen)
+            for name, d in (("source", src_train), ("target", tgt_train)) if d[0].shape[0] > 0}
+    best_loss = torch.full((e,), float("inf"))
+    best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+    stale, epoch = 0, 0
+    passes = [("source", src_train, source_encoder_weight, source_reward_weight)] if "source" in boot else []
+    passes += [("target", tgt_train, target_encoder_weight, 1.0)] * int(target_passes)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="MOBODY dynamics (epochs)", disable=not progress, mininterval=1.0)
+    while True:
+        epoch += 1
+        for domain, data, enc_w, rew_w in passes:
+            idx_all = boot[domain]
+            n = idx_all.shape[1]
+            for k in range(math.ceil(n / batch_size)):
+                idx = idx_all[:, k * batch_size:(k + 1) * batch_size].to(dev)                 # [E, b]
+                s, a, s2, r = (x[idx] for x in data)
+                loss, _ = model.loss(domain, s, a, s2, r, encoder_weight=enc_w, reward_weight=rew_w,
+                                     generator=noise_generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        for name in boot:  # a new order of each member's bootstrap rows
+            boot[name] = torch.gather(boot[name], 1, torch.argsort(torch.rand(boot[name].shape, generator=gen), 1))
+        err = model.transition_error(tgt_hold[0], tgt_hold[1], tgt_hold[2]).cpu()
+        better = (best_loss - err) / best_loss > improvement
+        better |= torch.isinf(best_loss)
+        if bool(better.any()):
+            best_loss = torch.where(better, err, best_loss)
+            with torch.no_grad():
+                for k, v in model.named_parameters():
+                    best_state[k][better.to(v.device)] = v[better.to(v.device)]
+            stale = 0
+        else:
+            stale += 1
+        bar.update(1)
+        bar.set_postfix(holdout=f"{float(best_loss.min()):.4g}")
+        if stale >= patience or (max_epochs is not None and epoch >= max_epochs):
+            break
+    bar.close()
+    with torch.no_grad():
+        for k, v in model.named_parameters():
+            v.copy_(best_state[k])
+        model.elites.copy_(torch.argsort(best_loss)[:model.elites.numel()].to(dev))
+    return {"epochs": epoch, "holdout_mse": best_loss, "elites": model.elites.tolist()}
+
+
+# ----------------------------------------------------------------------------- model rows and termination
+class ModelRowBuffer:
+    """A ring buffer of model rows (``s, a, r, s', d``), first in first out, with a checkpointable state.
+
+    Args:
+        capacity (int): rows kept (the oldest are overwritten).
+
+    Examples:
+        >>> import torch
+        >>> buf = ModelRowBuffer(3)
+        >>> def rows(*values):
+        ...     x = torch.tensor(values).unsqueeze(-1)
+        ...     return x, x, x.squeeze(-1), x, torch.zeros(len(values))
+        >>> buf.add(*rows(0.0, 1.0)); buf.add(*rows(2.0, 3.0))
+        >>> len(buf), buf.observation.squeeze(-1).tolist()          # rows 0..3 into 3 slots: 3 overwrote 0
+        (3, [3.0, 1.0, 2.0])
+    """
+
+    _FIELDS = ("observation", "action", "reward", "next_observation", "terminated")
+
+    def __init__(self, capacity: int):
+        if int(capacity) < 1:
+            raise ValueError(f"ModelRowBuffer: capacity must be >= 1, got {capacity}.")
+        self.capacity = int(capacity)
+        self.ptr = 0
+        for name in self._FIELDS:
+            setattr(self, name, None)
+
+    def __len__(self) -> int:
+        return 0 if self.observation is None else self.observation.shape[0]
+
+    def add(self, observation, action, reward, next_observation, terminated) -> None:
+        """Append rows (the oldest overwritten once ``capacity`` is reached)."""
+        new = dict(zip(self._FIELDS, (observation, action, reward, next_observation, terminated)))
+        n = new["observation"].shape[0]
+        if n == 0:
+            return
+        if n > self.capacity:  # only the last `capacity` rows can stay
+            new = {k: v[-self.capacity:] for k, v in new.items()}
+            n = self.capacity
+        size = len(self)
+        if size < self.capacity:  # still growing: append what fits
+            fit = min(n, self.capacity - size)
+            for k, v in new.items():
+                setattr(self, k, v[:fit].clone() if getattr(self, k) is None else torch.cat([getattr(self, k), v[:fit]]))
+            self.ptr = (size + fit) % self.capacity
+            new = {k: v[fit:] for k, v in new.items()}
+            n -= fit
+        if n:
+            pos = (self.ptr + torch.arange(n)) % self.capacity
+            for k, v in new.items():
+                getattr(self, k)[pos.to(v.device)] = v
+            self.ptr = int((self.ptr + n) % self.capacity)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TD3Batch:
+        """``n`` rows drawn uniformly with replacement, as a :class:`TD3Batch` of :data:`MODEL_ROWS` rows."""
+        if len(self) == 0:
+            raise RuntimeError("ModelRowBuffer.sample: the buffer is empty (no model rows were kept).")
+        idx = torch.randint(len(self), (int(n),), generator=generator).to(self.observation.device)
+        return TD3Batch(self.observation[idx], self.action[idx], self.reward[idx], self.next_observation[idx],
+                        self.terminated[idx], torch.full((int(n),), MODEL_ROWS, dtype=torch.long,
+                                                         device=self.observation.device))
+
+    def state_dict(self) -> dict:
+        """The rows and the write position."""
+        return {"capacity": self.capacity, "ptr": self.ptr, **{k: getattr(self, k) for k in self._FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.capacity, self.ptr = int(state["capacity"]), int(state["ptr"])
+        for k in self._FIELDS:
+            setattr(self, k, state[k])
+
+    def to(self, device) -> "ModelRowBuffer":
+        for k in self._FIELDS:
+            if getattr(self, k) is not None:
+                setattr(self, k, getattr(self, k).to(device))
+        return self
+
+
+class EnvTermination:
+    """Termination of predicted next states by the env's own health check (``is_healthy``).
+
+    Each next state is put into the env (:func:`~tabb_torchrl.envs.state.set_state_from_observation`)
+    and the env's public ``is_healthy`` read (Hopper, Walker2d, Ant: height / angle / finiteness
+    ranges of the env, a target's own settings included); envs without it (HalfCheetah, Adroit)
+    never terminate.
+
+    Examples:
+        >>> import numpy as np
+        >>> term = EnvTermination("Hopper-v5")
+        >>> obs = np.zeros((2, 11)); obs[:, 0] = [1.25, 0.3]      # torso height 1.25 (healthy), 0.3 (fallen)
+        >>> term(obs).tolist()
+        [False, True]
+        >>> EnvTermination("HalfCheetah-v5")(np.zeros((2, 17))).tolist()
+        [False, False]
+    """
+
+    def __init__(self, env_id: str):
+        from tabb_torchrl.envs import make_env
+
+        self.env_id = env_id
+        self.env = make_env(env_id)
+        self.checks = hasattr(self.env.unwrapped, "is_healthy")
+
+    def __call__(self, next_observation) -> np.ndarray:
+        obs = np.asarray(next_observation, dtype=np.float64)
+        if not self.checks:
+            return np.zeros(obs.shape[0], dtype=bool)
+        from tabb_torchrl.envs.state import set_state_from_observation
+
+        out = np.empty(obs.shape[0], dtype=bool)
+        base = self.env.unwrapped
+        for i, row in enumerate(obs):  # one MuJoCo state per row (no batched health check in gymnasium)
+            if not np.isfinite(row).all():
+                out[i] = True
+                continue
+            set_state_from_observation(self.env, row)
+            out[i] = not bool(base.is_healthy)
+        return out
+
+
+# ----------------------------------------------------------------------------- the method
+class MOBODY(TD3Method):
+    r"""MOBODY on the TD3 backbone: target-model rows, an optional source-reward correction and a
+    Q-weighted behaviour-cloning actor regulariser (Guo et al., arXiv 2506.08460).
+
+    :meth:`prepare` fits DARA's classifiers (``source_penalty="dara"``) and the dynamics model
+    (:func:`train_mobody_dynamics`). :meth:`edit_batch` corrects the source rewards (DARA:
+    ``r + penalty_coef clip(Δ, -10, 10)`` from the cached column; PAR: ``r - penalty_coef
+    mean_j (s'_j - s'_hat_j)^2``), refreshes the model rows every ``rollout_every`` steps
+    (:meth:`refresh_model_rows`) and appends ``model_rows`` of them. :meth:`actor_regularizer` is
+    ``bc_coef`` times :func:`q_weighted_bc_loss` on the dataset rows. The backbone's settings for
+    MOBODY (no target actor, no target noise, an actor step every step, the actor on
+    ``min(Q_1, Q_2)`` scaled by ``2.5 / mean|Q|``) are in ``recipes/config/algo/mobody.yaml``.
+
+    Args:
+        obs_dim (int): state size (passed by the recipe).
+        action_dim (int): action size (passed by the recipe).
+        env_id (str, optional): the target env (passed by the recipe; termination of model rows).
+
+    Keyword Args:
+        latent_dim, hidden, action_hidden, ensemble_size, num_elites: :class:`MOBODYDynamics`
+            (``16, 256, 32, 7, 5``: the authors' ``MOBODYModule`` / ``train_mobody.py``).
+        dynamics_lr (float): Adam learning rate of the model. Defaults to ``1e-3`` (``--dynamics_lr``).
+        dynamics_batch_size (int): rows per member and step. Defaults to ``256`` (``train(batch_size=256)``).
+        dynamics_max_epochs (int, optional): epochs at most; ``None`` (default, authors): until
+            ``dynamics_patience`` epochs without improvement.
+        dynamics_patience (int): Defaults to ``5`` (``max_epochs_since_update``).
+        target_passes (int): passes over the target rows per epoch. Defaults to ``3`` (authors).
+        target_encoder_weight (float): encoder-loss weight of target rows. Defaults to ``5.0`` (authors).
+        source_reward_weight (float): reward-loss weight of source rows. Defaults to ``0.01`` (authors).
+        rollout_every (int): RL steps between refreshes of the model rows. Defaults to ``5000`` (authors).
+        rollout_source (int): source states per refresh. Defaults to ``50_000`` (authors).
+        rollout_target (int): target states per refresh. Defaults to ``2000`` (authors).
+        relabel_source (bool): also relabel the source ``(s, a)`` with predicted target next states.
+            Defaults to ``True`` (``--use_src_sa_to_get_target_next_state 1``).
+        model_rows (int): model rows per batch. Defaults to ``64`` (``fake_batch_scale 0.5`` x 128).
+        model_buffer_size (int): model rows kept. Defaults to ``1_000_000`` (authors' ``ReplayBuffer``).
+        uncertainty_coef (float): reward penalty per unit of disagreement. Defaults to ``0.1``
+            (``--env_penalty_coef``; the README's example run uses 5).
+        max_uncertainty (float): model rows with a larger disagreement are dropped. Defaults to ``10.0``
+            (``--env_filter``).
+        bc_coef (float): weight of the behaviour cloning. Defaults to ``1.0`` (``--bc_coef``).
+        bc_temperature (float): ``T`` of :func:`q_weighted_bc_loss`. Defaults to ``3.0`` (authors).
+        bc_max_weight (float): ``w_max``. Defaults to ``100.0`` (authors).
+        source_penalty (str): :data:`SOURCE_PENALTIES`. Defaults to ``"dara"`` (the README's run).
+        penalty_coef (float): weight of the source correction. Defaults to ``0.1`` (``--penalty_coef``).
+        dara_classifier_steps (int): DARA's classifier steps. Defaults to ``5000`` (authors: ``10 * 500``).
+        termination (str): :data:`TERMINATIONS`. Defaults to ``"env"`` **[reconstructed]**.
+        chunk_size (int): rows per model forward in a refresh. Defaults to ``16384``.
+        seed (int, optional): seed of the model's training, rollouts and model-row draws; ``None``
+            (default) draws it from the run's torch RNG **[reconstructed]**.
+
+    Examples:
+        >>> import torch
+        >>> m = MOBODY(obs_dim=2, action_dim=1, hidden=8, termination="none", source_penalty="none")
+        >>> real = torch.tensor([0, 1, 2])                      # source, target, model row
+        >>> b = TD3Batch(torch.zeros(3, 2), torch.zeros(3, 1), torch.zeros(3), torch.zeros(3, 2), torch.zeros(3), real)
+        >>> q = lambda s, a: torch.tensor([[4.0, 0.0], [5.0, 0.0]])     # min over the twins: [4, 0] -> w = [100, 1]
+        >>> loss, metrics = m.actor_regularizer(b, torch.tensor([[1.0], [0.0], [5.0]]), q)
+        >>> loss                                                # the model row is not cloned: (100 * 1 + 0) / 2
+        tensor(50.)
+    """
+
+    name = "mobody"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        env_id: str | None = None,
+        *,
+        latent_dim: int = 16,
+        hidden: int = 256,
+        action_hidden: int = 32,
+        ensemble_size: int = 7,
+        num_elites: int = 5,
+        dynamics_lr: float = 1e-3,
+        dynamics_batch_size: int = 256,
+        dynamics_max_epochs: int | None = None,
+        dynamics_patience: int = 5,
+        target_passes: int = 3,
+        target_encoder_weight: float = 5.0,
+        source_reward_weight: float = 0.01,
+        rollout_every: int = 5000,
+        rollout_source: int = 50_000,
+        rollout_target: int = 2000,
+        relabel_source: bool = True,
+        model_rows: int = 64,
+        model_buffer_size: int = 1_000_000,
+        uncertainty_coef: float = 0.1,
+        max_uncertainty: float = 10.0,
+        bc_coef: float = 1.0,
+        bc_temperature: float = 3.0,
+        bc_max_weight: float = 100.0,
+        source_penalty: str = "dara",
+        penalty_coef: float = 0.1,
+        dara_classifier_steps: int = 5000,
+        termination: str = "env",
+        chunk_size: int = 16384,
+        seed: int | None = None,
+    ):
+        super().__init__()
+        if source_penalty not in SOURCE_PENALTIES:
+            raise ValueError(f"MOBODY: source_penalty must be one of {SOURCE_PENALTIES}, got {source_penalty!r}.")
+        if termination not in TERMINATIONS:
+            raise ValueError(f"MOBODY: termination must be one of {TERMINATIONS}, got {termination!r}.")
+        if termination == "env" and not env_id:
+            raise ValueError("MOBODY: termination='env' needs the target env id (env_id=...); "
+                             "pass termination='none' for model rows that never terminate.")
+        for key, value in (("rollout_every", rollout_every), ("model_buffer_size", model_buffer_size),
+                           ("dynamics_batch_size", dynamics_batch_size), ("dynamics_patience", dynamics_patience),
+                           ("chunk_size", chunk_size), ("rollout_target", rollout_target)):
+            if int(value) < 1:
+                raise ValueError(f"MOBODY: {key} must be >= 1, got {value}.")
+        for key, value in (("rollout_source", rollout_source), ("model_rows", model_rows),
+                           ("target_passes", target_passes), ("dara_classifier_steps", dara_classifier_steps)):
+            if int(value) < 0:
+                raise ValueError(f"MOBODY: {key} must be >= 0, got {value}.")
+        for key, value in (("uncertainty_coef", uncertainty_coef), ("bc_coef", bc_coef),
+                           ("penalty_coef", penalty_coef), ("bc_temperature", bc_temperature)):
+            if not value >= 0:
+                raise ValueError(f"MOBODY: {key} must be >= 0, got {value}.")
+        if dynamics_max_epochs is not None and int(dynamics_max_epochs) < 1:
+            raise ValueError(f"MOBODY: dynamics_max_epochs must be null or >= 1, got {dynamics_max_epochs}.")
+        self.obs_dim, self.action_dim, self.env_id = int(obs_dim), int(action_dim), env_id
+        self.dynamics_lr, self.dynamics_batch_size = float(dynamics_lr), int(dynamics_batch_size)
+        self.dynamics_max_epochs = None if dynamics_max_epochs is None else int(dynamics_max_epochs)
+        self.dynamics_patience, self.target_passes = int(dynamics_patience), int(target_passes)
+        self.target_encoder_weight, self.source_reward_weight = float(target_encoder_weight), float(source_reward_weight)
+        self.rollout_every, self.rollout_source, self.rollout_target = int(rollout_every), int(rollout_source), int(rollout_target)
+        self.relabel_source, self.model_rows = bool(relabel_source), int(model_rows)
+        self.uncertainty_coef, self.max_uncertainty = float(uncertainty_coef), float(max_uncertainty)
+        self.bc_coef, self.bc_temperature, self.bc_max_weight = float(bc_coef), float(bc_temperature), float(bc_max_weight)
+        self.source_penalty, self.penalty_coef = source_penalty, float(penalty_coef)
+        self.termination, self.chunk_size = termination, int(chunk_size)
+        self.seed = None if seed is None else int(seed)
+        self.dynamics = MOBODYDynamics(self.obs_dim, self.action_dim, ensemble_size=ensemble_size,
+                                       num_elites=num_elites, latent_dim=latent_dim, hidden=hidden,
+                                       action_hidden=action_hidden)
+        self.dara = (DARA(self.obs_dim, self.action_dim, eta=self.penalty_coef, clip=10.0, hidden_sizes=(256, 256),
+                          noise_std=1.0, classifier_steps=int(dara_classifier_steps), classifier_lr=3e-4,
+                          classifier_batch_size=128, seed=0 if self.seed is None else self.seed)
+                     if source_penalty == "dara" else None)
+        self.columns = (LOG_RATIO_COLUMN,) if self.dara is not None else ()
+        self.requires_grad_(False)  # trained only in prepare(); never touched by the RL optimisers
+        self.buffer = ModelRowBuffer(model_buffer_size)
+        self._generator = torch.Generator()
+        self._pool: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._terminate: Callable | None = None
+        self.register_buffer("dynamics_epochs", torch.zeros((), dtype=torch.long))
+        self.register_buffer("dynamics_holdout_mse", torch.full((), float("nan")))
+
+    # ------------------------------------------------------------------ checkpointed state
+    def get_extra_state(self) -> dict:
+        """The model rows, their write position and the method's generator (saved with the loss module)."""
+        return {"buffer": self.buffer.state_dict(), "generator": self._generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore :meth:`get_extra_state`."""
+        self.buffer.load_state_dict(state["buffer"])
+        self.buffer.to(self.dynamics.elites.device)
+        self._generator.set_state(state["generator"])
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.buffer.to(self.dynamics.elites.device)
+        return out
+
+    # ------------------------------------------------------------------ pre-training
+    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
+        """DARA's classifiers (``source_penalty="dara"``), then the dynamics model, once before RL."""
+        if device is not None:
+            self.to(device)
+        if source is None or source.shape[0] == 0:
+            raise ValueError("MOBODY.prepare needs source transitions (algo.use_source=true).")
+        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        self._generator.manual_seed(seed + 2)
+        if self.dara is not None:
+            self.dara.requires_grad_(True)
+            try:
+                self.dara.prepare(source, target, device=device, progress=progress)
+            finally:
+                self.dara.requires_grad_(False)
+
+        def rows(td):
+            return (td.get("observation"), td.get("action"), td.get(("next", "observation")),
+                    td.get(("next", "reward")).reshape(-1))
+
+        dev = self.dynamics.elites.device
+        self.dynamics.requires_grad_(True)
+        try:
+            info = train_mobody_dynamics(
+                self.dynamics, rows(source), rows(target), batch_size=self.dynamics_batch_size, lr=self.dynamics_lr,
+                target_passes=self.target_passes, target_encoder_weight=self.target_encoder_weight,
+                source_reward_weight=self.source_reward_weight, max_epochs=self.dynamics_max_epochs,
+                patience=self.dynamics_patience, generator=torch.Generator().manual_seed(seed),
+                noise_generator=torch.Generator(device=dev).manual_seed(seed + 1), progress=progress)
+        finally:
+            self.dynamics.requires_grad_(False)
+        self.dynamics_epochs.fill_(int(info["epochs"]))
+        self.dynamics_holdout_mse.fill_(float(info["holdout_mse"][self.dynamics.elites.cpu()].mean()))
+        _LOG.info("MOBODY: dynamics model trained for %d epochs (elites %s, target hold-out MSE %.4g)",
+                  info["epochs"], info["elites"], float(self.dynamics_holdout_mse))
+
+    def add_columns(self, data) -> None:
+        """DARA's log-ratio column (``source_penalty="dara"``); remembers the stored ``(s, a)`` of each
+        domain (no copy of contiguous rows) as the start states of the model rollouts."""
+        if self.dara is not None:
+            self.dara.add_columns(data)
+        obs, act = data.get("observation"), data.get("action")
+        domain = data.get("domain").reshape(-1)
+        for d in (SOURCE, TARGET):
+            where = (domain == d).nonzero().reshape(-1)
+            if where.numel() == 0:
+                continue
+            lo, hi = int(where[0]), int(where[-1]) + 1
+            self._pool[d] = ((obs[lo:hi], act[lo:hi]) if hi - lo == where.numel()
+                             else (obs[where], act[where]))
+
+    # ------------------------------------------------------------------ model rows
+    def _termination(self, next_observation: torch.Tensor) -> torch.Tensor:
+        if self.termination == "none":
+            return torch.zeros(next_observation.shape[0], device=next_observation.device)
+        if self._terminate is None:
+            self._terminate = EnvTermination(self.env_id)
+        done = self._terminate(next_observation.detach().cpu().numpy())
+        return torch.as_tensor(done, dtype=next_observation.dtype, device=next_observation.device)
+
+    @torch.no_grad()
+    def model_step(self, observation: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One target-model step for ``(s, a)`` rows, in chunks: next states, rewards penalised by the
+        disagreement (:func:`penalize_and_filter`), the rows kept, termination flags of the kept rows."""
+        outs = [self.dynamics.sample_step(observation[i:i + self.chunk_size], action[i:i + self.chunk_size],
+                                          self._generator) for i in range(0, observation.shape[0], self.chunk_size)]
+        nxt, reward, u = (torch.cat(x) for x in zip(*outs))
+        reward, keep = penalize_and_filter(reward, u, self.uncertainty_coef, self.max_uncertainty)
+        return {"observation": observation[keep], "action": action[keep], "reward": reward[keep],
+                "next_observation": nxt[keep], "terminated": self._termination(nxt[keep]),
+                "uncertainty": u, "kept": keep}
+
+    @torch.no_grad()
+    def refresh_model_rows(self, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """Add one round of model rows (authors' rollout every 5,000 steps): one-step rollouts from
+        ``rollout_source`` source states and ``rollout_target`` target states with the policy's
+        actions and, with ``relabel_source``, the same source states with their dataset actions."""
+        if SOURCE not in self._pool or TARGET not in self._pool:
+            raise RuntimeError("MOBODY needs the stored data to roll out from; the recipe passes it through "
+                               "add_columns when it builds the RL buffer.")
+        dev = self.dynamics.elites.device
+        (s_src, a_src), (s_tgt, _) = self._pool[SOURCE], self._pool[TARGET]
+        i_src = torch.randint(s_src.shape[0], (self.rollout_source,), generator=self._generator)
+        i_tgt = torch.randint(s_tgt.shape[0], (self.rollout_target,), generator=self._generator)
+        s_src, a_src = s_src[i_src.to(s_src.device)].to(dev), a_src[i_src.to(a_src.device)].to(dev)
+        s_tgt = s_tgt[i_tgt.to(s_tgt.device)].to(dev)
+        obs = [s_src, s_tgt]
+        act = [policy(s_src), policy(s_tgt)]
+        if self.relabel_source:
+            obs.append(s_src)
+            act.append(a_src)
+        out = self.model_step(torch.cat(obs).float(), torch.cat(act).float())
+        self.buffer.add(out["observation"], out["action"], out["reward"], out["next_observation"], out["terminated"])
+        kept = out["kept"]
+        return {"mobody_model_rows_added": float(kept.sum()), "mobody_model_rows_kept": float(kept.float().mean()),
+                "mobody_model_uncertainty": float(out["uncertainty"].mean()),
+                "mobody_model_reward": float(out["reward"].mean()) if kept.any() else float("nan"),
+                "mobody_model_terminal": float(out["terminated"].mean()) if kept.any() else 0.0}
+
+    # ------------------------------------------------------------------ the hooks
+    def source_reward(self, batch: TD3Batch) -> torch.Tensor:
+        """The batch's rewards with the source correction (``source_penalty``) on its source rows."""
+        src = batch.domain == SOURCE
+        if self.source_penalty == "none" or not bool(src.any()):
+            return batch.reward
+        reward = batch.reward.clone()
+        if self.source_penalty == "dara":
+            if LOG_RATIO_COLUMN not in batch.columns:
+                raise KeyError(f"MOBODY needs the {LOG_RATIO_COLUMN!r} column; DARA.add_columns writes it when the "
+                               "recipe builds the RL buffer.")
+            ratio = batch.columns[LOG_RATIO_COLUMN].reshape(-1).to(reward.dtype)
+            reward[src] = dara_reward(reward[src], ratio[src], self.penalty_coef, self.dara.clip)
+        else:  # par
+            with torch.no_grad():
+                pred, _, _ = self.dynamics.sample_step(batch.observation[src], batch.action[src], self._generator)
+            reward[src] = reward[src] - self.penalty_coef * ((batch.next_observation[src] - pred) ** 2).mean(-1)
+        return reward
+
+    def edit_batch(self, batch: TD3Batch, *, step: int, policy) -> tuple[TD3Batch, dict]:
+        """Correct the source rewards, refresh the model rows every ``rollout_every`` steps, append
+        ``model_rows`` of them."""
+        batch = batch.replace(reward=self.source_reward(batch))
+        metrics: dict = {}
+        if step % self.rollout_every == 0:
+            metrics.update(self.refresh_model_rows(policy))
+        if self.model_rows and len(self.buffer):
+            batch = batch.append(self.buffer.sample(self.model_rows, self._generator))
+        metrics["mobody_model_buffer"] = float(len(self.buffer))
+        return batch, metrics
+
+    def actor_regularizer(self, batch: TD3Batch, action: torch.Tensor, qvalues) -> tuple[torch.Tensor, dict]:
+        """``bc_coef`` times :func:`q_weighted_bc_loss` on the dataset rows (``Q = min(Q_1, Q_2)`` at their actions)."""
+        real = batch.domain != MODEL_ROWS
+        q = qvalues(batch.observation[real], batch.action[real]).amin(0)
+        bc, w = q_weighted_bc_loss(action[real], batch.action[real], q, self.bc_temperature, self.bc_max_weight)
+        return self.bc_coef * bc, {"mobody_bc": bc.detach(), "mobody_bc_weight": w.mean()}
+
+    def extra_repr(self) -> str:
+        return (f"source_penalty={self.source_penalty!r}, penalty_coef={self.penalty_coef}, "
+                f"rollout_every={self.rollout_every}, model_rows={self.model_rows}, "
+                f"uncertainty_coef={self.uncertainty_coef}, bc_coef={self.bc_coef}, termination={self.termination!r}")
