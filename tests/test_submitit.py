@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs hydra-submitit-launcher (pip install -e '.[test]')")
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                    reason="needs hydra-submitit-launcher (pip install -e '.[test]')")
 
 REPO = Path(__file__).resolve().parents[1]
 

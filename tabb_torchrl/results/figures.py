@@ -162,11 +162,13 @@ def plot_interval_estimates(scores: AggregateScores, path: str | os.PathLike) ->
     from rliable import plot_utils
 
     algos = list(scores.algos)
-    points = {a: np.array([scores.estimates[a][s].point for s in STATISTICS]) for a in algos}
-    # no interval: a zero-width bar at the point estimate
-    intervals = {a: np.array([[e.point if math.isnan(e.low) else e.low for e in (scores.estimates[a][s] for s in STATISTICS)],
-                              [e.point if math.isnan(e.high) else e.high for e in (scores.estimates[a][s] for s in STATISTICS)]])
-                 for a in algos}
+    points, intervals = {}, {}
+    for a in algos:
+        est = [scores.estimates[a][s] for s in STATISTICS]
+        points[a] = np.array([e.point for e in est])
+        # no interval (one seed): a zero-width bar at the point estimate
+        intervals[a] = np.array([[e.point if math.isnan(e.low) else e.low for e in est],
+                                 [e.point if math.isnan(e.high) else e.high for e in est]])
     pct = f"{100 * scores.confidence:g}"
     row_height = max(0.6, 1.8 / len(algos))  # inches per algorithm; at least 1.8 in in all
     height = row_height * len(algos)
