@@ -79,7 +79,7 @@ def ws(tmp_path_factory):
 
     files = ws / "files"
     files.mkdir()
-    target = load_minari_dataset(None, data_path=ws / "data" / "tabb" / "Hopper-morph" / "random-v0")
+    target = load_minari_dataset(None, data_path=ws / "data" / "tabb" / "Hopper-morph" / "random-600-s0-v0")
     good = write_d4rl_hdf5(target, files / "good.hdf5")
     with h5py.File(good) as f:
         arrays = {k: f[k][()] for k in f}

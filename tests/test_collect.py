@@ -82,23 +82,23 @@ def test_policy_collection_seeded(minari_root, tmp_path):
     td1 = C.get_or_create_dataset("Pendulum-v1", "medium", 600, 3, tmp_path / "r1", **kw)
     td2 = C.get_or_create_dataset("Pendulum-v1", "medium", 600, 3, tmp_path / "r2", **kw)
     assert torch.equal(td1["action"], td2["action"]) and td1["action"].abs().max() <= 2
-    meta = W._read_metadata(W.dataset_path("Pendulum-v1", "medium", tmp_path / "r1"))
+    meta = W._read_metadata(W.dataset_path("Pendulum-v1", "medium", tmp_path / "r1", size=600, seed=3))
     assert meta["tabb_policy_sha256"] and meta["tabb_seed"] == 3 and len(meta["tabb_episode_returns"]) >= 3
-    assert meta["dataset_id"] == "tabb/Pendulum/medium-v0"
+    assert meta["dataset_id"] == "tabb/Pendulum/medium-600-s3-v0"  # size and seed in the id (not the defaults)
 
 
 def test_failed_write_leaves_nothing_loadable_then_regenerates(minari_root, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         C.create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False, _fail_after_episodes=0)
-    path = W.dataset_path("Hopper-v5", "random")
+    path = W.dataset_path("Hopper-v5", "random", size=300)
     assert not path.exists()
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".random")] == []
+    assert [p.name for p in path.parent.iterdir() if p.is_dir()] == []  # no temporary folder left
     import minari
 
-    assert "tabb/Hopper/random-v0" not in minari.list_local_datasets()
+    assert "tabb/Hopper/random-300-s0-v0" not in minari.list_local_datasets()
     # a process killed mid-write leaves only a hidden temporary directory: invisible to Minari
-    (path.parent / ".random-v0.tmp-1-dead" / "data").mkdir(parents=True)
-    assert "tabb/Hopper/random-v0" not in minari.list_local_datasets()
+    (path.parent / ".random-300-s0-v0.tmp-1-dead" / "data").mkdir(parents=True)
+    assert "tabb/Hopper/random-300-s0-v0" not in minari.list_local_datasets()
     td = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     assert td.batch_size[0] == 300 and path.is_dir()
 
@@ -106,8 +106,8 @@ def test_failed_write_leaves_nothing_loadable_then_regenerates(minari_root, monk
 def test_failed_swap_keeps_the_old_dataset(minari_root, monkeypatch):
     """Replacing a dataset: a failed rename of the new folder puts the old one back, no temporary folder left."""
     C.create_dataset("Hopper-v5", "random", 200, 0, n_envs=2, show_progress=False)
-    path = W.dataset_path("Hopper-v5", "random")
-    before = W._read_metadata(path)["tabb_size"]
+    path = W.dataset_path("Hopper-v5", "random", size=200)
+    before = W._read_metadata(path)
     real = W.os.replace
 
     def fail_on_new(src, dst):
@@ -116,11 +116,13 @@ def test_failed_swap_keeps_the_old_dataset(minari_root, monkeypatch):
         return real(src, dst)
 
     monkeypatch.setattr(W.os, "replace", fail_on_new)
-    with pytest.raises(OSError, match="rename failed"):
-        C.create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    marked = {**C._plan("Hopper-v5", "random", 200, 0, 2, None, None, None), "note": "the new one"}
+    with pytest.raises(OSError, match="rename failed"):  # the same id again
+        C.create_dataset("Hopper-v5", "random", 200, 0, n_envs=2, show_progress=False, _plan_override=marked)
     monkeypatch.undo()
-    assert W._read_metadata(path)["tabb_size"] == before == 200
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+    assert W._read_metadata(path) == before and "tabb_note" not in before
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".") and p.is_dir()] == []
+    assert not (path / W.LOCK_FILE).exists()
 
 
 def test_cache_reuse_and_invalidation(minari_root, monkeypatch):
@@ -128,13 +130,15 @@ def test_cache_reuse_and_invalidation(minari_root, monkeypatch):
     real = C.create_dataset
     monkeypatch.setattr(C, "create_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
     td1 = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
-    mtime = (W.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns
+    meta_file = W.dataset_path("Hopper-v5", "random", size=300) / "data" / "metadata.json"
+    mtime = meta_file.stat().st_mtime_ns
     td2 = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1
-    assert (W.dataset_path("Hopper-v5", "random") / "data" / "metadata.json").stat().st_mtime_ns == mtime
+    assert meta_file.stat().st_mtime_ns == mtime
     assert torch.equal(td1["observation"], td2["observation"])
     td3 = C.get_or_create_dataset("Hopper-v5", "random", 400, 0, n_envs=2, show_progress=False)
     assert len(calls) == 2 and td3.batch_size[0] == 400
+    assert meta_file.stat().st_mtime_ns == mtime  # another id: the 300-transition dataset is untouched
 
 
 def test_medium_replay_from_run_dir(minari_root, tmp_path):
@@ -192,7 +196,7 @@ def test_target_dataset_recovers_its_shifted_env(minari_root):
     import minari
 
     C.get_or_create_dataset("tabb/Hopper-morph-v0", "random", 300, 0, n_envs=2, show_progress=False)
-    ds = minari.load_dataset("tabb/Hopper-morph/random-v0")
+    ds = minari.load_dataset("tabb/Hopper-morph/random-300-s0-v0")
     assert ds.spec.env_spec is not None and ds.spec.env_spec.id == "tabb/Hopper-morph-v0"
     env = ds.recover_environment()
     try:
@@ -308,14 +312,14 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
     argv = ["--env", "Hopper-v5", "--quality", "random", "--size", "300", "--dataset-root", str(root),
             "--record", str(out)]
     assert C.main(argv) == 0
-    rec = json.loads(out.read_text())["datasets"]["tabb/Hopper/random-v0"]
+    rec = json.loads(out.read_text())["datasets"]["tabb/Hopper/random-300-s0-v0"]
     assert {k: rec[k] for k in ("dataset_id", "env_id", "quality", "size", "seed", "policy_sha256")} == {
-        "dataset_id": "tabb/Hopper/random-v0", "env_id": "Hopper-v5", "quality": "random", "size": 300,
+        "dataset_id": "tabb/Hopper/random-300-s0-v0", "env_id": "Hopper-v5", "quality": "random", "size": 300,
         "seed": 0, "policy_sha256": "uniform-random"}
     assert rec["date"].count("-") == 2 and rec["transitions"] == 300
     assert str(tmp_path) not in out.read_text() and "collect_seconds" not in rec  # machine-independent only
     # the statistics by hand from the written dataset (Hopper random episodes end by termination)
-    td = load_minari_dataset(None, data_path=W.dataset_path("Hopper-v5", "random", root))
+    td = load_minari_dataset(None, data_path=W.dataset_path("Hopper-v5", "random", root, size=300))
     rets, lens, ends_done = [], [], []
     for sl in _episodes(td):
         rets.append(float(td["next", "reward"][sl].double().sum()))
@@ -331,13 +335,13 @@ def test_record_end_to_end_and_atomic_merge(minari_root, tmp_path, capsys, monke
                    "--dataset-root", str(root), "--record", str(out)]) == 0
     both = json.loads(out.read_text())
     assert both["format_version"] == S.RETURNS_FILE_FORMAT
-    assert sorted(both["datasets"]) == ["tabb/Hopper-morph/random-v0", "tabb/Hopper/random-v0"]
-    assert both["datasets"]["tabb/Hopper/random-v0"] == rec
-    assert both["datasets"]["tabb/Hopper-morph/random-v0"]["seed"] == 1
+    assert sorted(both["datasets"]) == ["tabb/Hopper-morph/random-300-s1-v0", "tabb/Hopper/random-300-s0-v0"]
+    assert both["datasets"]["tabb/Hopper/random-300-s0-v0"] == rec
+    assert both["datasets"]["tabb/Hopper-morph/random-300-s1-v0"]["seed"] == 1
     # recording a cached dataset again replaces its record (same numbers)
     assert C.main(argv) == 0
     assert "cached" in capsys.readouterr().out
-    assert json.loads(out.read_text())["datasets"]["tabb/Hopper/random-v0"] == rec
+    assert json.loads(out.read_text())["datasets"]["tabb/Hopper/random-300-s0-v0"] == rec
     # atomic: a failure before the rename leaves the old file intact and no temporary file behind
     before = out.read_text()
 
@@ -385,7 +389,7 @@ def test_level_id_and_alias_are_one_env(minari_root, monkeypatch):
     td1 = C.get_or_create_dataset(ALIAS, "random", 200, 0, n_envs=2, show_progress=False)
     td2 = C.get_or_create_dataset(LEVEL, "random", 200, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1 and torch.equal(td1["observation"], td2["observation"])
-    assert W._read_metadata(W.dataset_path(LEVEL, "random"))["tabb_env_id"] == ALIAS
+    assert W._read_metadata(W.dataset_path(LEVEL, "random", size=200))["tabb_env_id"] == ALIAS
 
 
 def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
@@ -400,7 +404,7 @@ def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
     C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
     assert len(calls) == 1
-    meta = W._read_metadata(W.dataset_path("Hopper-v5", "random"))
+    meta = W._read_metadata(W.dataset_path("Hopper-v5", "random", size=300))
     assert meta["tabb_xml_sha256"] == plan["xml_sha256"]
     # a changed MJCF (a fixed shift spec, a new gymnasium asset) is a cache miss
     monkeypatch.setattr(C, "_xml_digest", lambda env_id: "0123456789abcdef")
@@ -416,8 +420,10 @@ def test_cache_key_pins_the_dynamics(minari_root, monkeypatch, capsys):
     # and the CLI regenerates (no "cached") when the stored digest differs
     monkeypatch.setattr(C, "_xml_digest", lambda env_id: "fedcba9876543210")
     assert C.main(["--env", "Hopper-v5", "--quality", "random", "--size", "300", "--n-envs", "2"]) == 0
-    assert len(calls) == 4 and "wrote 300 transitions" in capsys.readouterr().out
-    assert W._read_metadata(W.dataset_path("Hopper-v5", "random"))["tabb_xml_sha256"] == "fedcba9876543210"
+    out = capsys.readouterr().out
+    assert len(calls) == 4 and "wrote 300 transitions" in out
+    assert "replacing the cached dataset" in out and "xml_sha256 '0123456789abcdef' -> 'fedcba9876543210'" in out
+    assert W._read_metadata(W.dataset_path("Hopper-v5", "random", size=300))["tabb_xml_sha256"] == "fedcba9876543210"
 
 
 def test_record_fields_unchanged_by_the_dynamics_keys(minari_root):
@@ -463,3 +469,127 @@ def test_benchmark_runs_and_collect_has_no_benchmark_flag(minari_root, capsys):
     assert "ratio" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         C.main(["--env", "Hopper-v5", "--quality", "random", "--benchmark"])
+
+
+# ---------------------------------------------------------------------------
+# ids with the size and seed; datasets an earlier version stored under the plain id; Minari's reference scores;
+# the collection lock
+# ---------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _legacy_dataset(size: int, seed: int = 0) -> Path:
+    """What an earlier version wrote for (Hopper-v5, random, size, seed): the plain id, whatever the size."""
+    plan = C._plan("Hopper-v5", "random", size, seed, 2, None, None, None)
+    eps = E._collect_parallel("Hopper-v5", None, size, n_envs=plan["n_envs"], n_workers=plan["n_workers"],
+                              seed=seed, show_progress=False)
+    return W.write_minari_dataset("tabb/Hopper/random-v0", eps, env_id="Hopper-v5", metadata=plan)
+
+
+def test_ids_hold_size_and_seed_unless_default():
+    assert W.dataset_id_for("Hopper-v5", "medium", C.SOURCE_SIZE, 0) == "tabb/Hopper/medium-v0"
+    assert W.dataset_id_for("Hopper-v5", "medium", 200_000, 0) == "tabb/Hopper/medium-200k-s0-v0"
+    assert W.dataset_id_for("Hopper-v5", "medium", C.SOURCE_SIZE, 1) == "tabb/Hopper/medium-1m-s1-v0"
+    assert W.dataset_id_for("tabb/Hopper-morph-v0", "medium", C.TARGET_SIZE, 0) == "tabb/Hopper-morph/medium-v0"
+    assert W.dataset_id_for("tabb/Hopper-morph-v0", "medium-replay", 1500, 2) == (
+        "tabb/Hopper-morph/medium-replay-1500-s2-v0")
+    assert W.dataset_id_for(LEVEL, "random", 600) == W.dataset_id_for(ALIAS, "random", 600)
+    ids = {W.dataset_id_for("Hopper-v5", "random", n, s) for n in (999, 1000, 1001, 10**6 + 1000) for s in (0, 1)}
+    assert len(ids) == 8  # no two requests share an id
+
+
+def test_a_different_size_or_seed_is_never_regenerated_in_place(minari_root, monkeypatch, capsys):
+    import minari
+
+    calls = []
+    real = C.create_dataset
+    monkeypatch.setattr(C, "create_dataset", lambda *a, **k: calls.append(a[2:4]) or real(*a, **k))
+    legacy = _legacy_dataset(300)  # tabb/Hopper/random-v0 holding 300 transitions
+    before = _tree(legacy)
+    # the request it matches still finds it (nothing collected, nothing moved)
+    td = C.get_or_create_dataset("Hopper-v5", "random", 300, 0, n_envs=2, show_progress=False)
+    assert calls == [] and td.shape[0] == 300
+    assert not W.dataset_path("Hopper-v5", "random", size=300).exists()
+    # another size or seed gets its own id; the legacy dataset is untouched
+    assert C.get_or_create_dataset("Hopper-v5", "random", 400, 0, n_envs=2, show_progress=False).shape[0] == 400
+    assert C.get_or_create_dataset("Hopper-v5", "random", 300, 1, n_envs=2, show_progress=False).shape[0] == 300
+    assert calls == [(400, 0), (300, 1)]
+    assert sorted(minari.list_local_datasets(prefix="tabb/Hopper")) == [
+        "tabb/Hopper/random-300-s1-v0", "tabb/Hopper/random-400-s0-v0", "tabb/Hopper/random-v0"]
+    # the default request, whose id the legacy dataset holds: refused with the fix, before anything is collected
+    with pytest.raises(C.DatasetIdConflictError) as err:
+        C.get_or_create_dataset("Hopper-v5", "random", C.SOURCE_SIZE, 0, show_progress=False)
+    msg = str(err.value)
+    assert "holds a dataset of size 300, seed 0" in msg and "size 1,000,000, seed 0" in msg
+    assert "not regenerated in place" in msg and "--size 1000000 --seed 0 --force" in msg
+    assert "data.<source|target>.path=tabb/Hopper/random-v0" in msg
+    assert C.main(["--env", "Hopper-v5", "--quality", "random"]) == 2
+    assert "error: tabb/Hopper/random-v0" in capsys.readouterr().err
+    assert calls == [(400, 0), (300, 1)] and _tree(legacy) == before
+    # the recipe's loader reports it as a data error naming the setting
+    from tabb_torchrl.pipeline.config import ConfigError
+    from tabb_torchrl.pipeline.factories import load_dataset
+
+    with pytest.raises(ConfigError, match=r"data\.source\.quality=random.*not regenerated in place"):
+        load_dataset({"quality": "random", "size": C.SOURCE_SIZE, "path": None}, "Hopper-v5", root=None, seed=0,
+                     obs_dim=11, action_dim=3, name="source", progress=False, collect_envs=2, collect_workers=1)
+    assert _tree(legacy) == before
+
+
+def test_minari_normalized_score_uses_the_odrl_references(minari_root):
+    import minari
+
+    from tabb_torchrl.data import normalized_score, reference_returns
+
+    C.get_or_create_dataset("tabb/Hopper-morph-v0", "random", 200, 0, n_envs=2, show_progress=False)
+    ds = minari.load_dataset("tabb/Hopper-morph/random-200-s0-v0")
+    # ODRL's Hopper: R_min -26.3360015397715, R_max 3234.3; (1603.98 - R_min) / (R_max - R_min) = 0.5
+    assert reference_returns("tabb/Hopper-morph-v0", "odrl") == (-26.3360015397715, 3234.3)
+    returns = np.array([-26.3360015397715, 1603.98, 3234.3, 0.0])
+    got = minari.get_normalized_score(ds, returns)
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 26.3360015397715 / 3260.6360015397715], atol=1e-6)
+    np.testing.assert_allclose(100 * got, normalized_score("tabb/Hopper-morph-v0", returns))
+    meta = W._read_metadata(W.dataset_path("tabb/Hopper-morph-v0", "random", size=200))
+    assert meta["tabb_reference_scores"] == "odrl"
+    # an env without ODRL references (Pendulum) gets none: Minari says so
+    C.get_or_create_dataset("Pendulum-v1", "random", 200, 0, n_envs=2, show_progress=False)
+    pendulum = minari.load_dataset("tabb/Pendulum/random-200-s0-v0")
+    assert "ref_min_score" not in pendulum.storage.metadata
+    with pytest.raises(ValueError, match="Reference score not provided"):
+        minari.get_normalized_score(pendulum, returns)
+    with pytest.raises(ValueError, match="both ref_min_score and ref_max_score"):
+        W.write_minari_dataset("tabb/X/random-v0", E.collect_episodes("Pendulum-v1", None, 5, seed=0),
+                               env_id="Pendulum-v1", metadata={}, ref_min_score=0.0)
+
+
+def test_a_second_collector_waits_for_the_first_and_reads_its_dataset(minari_root):
+    """Two processes asking for one missing dataset collect it once (the collection lock is a FileLock)."""
+    import threading
+
+    plan = C._plan("Hopper-v5", "random", 200, 0, 2, None, None, None)
+    path = W.dataset_path("Hopper-v5", "random", size=200)
+    path.parent.mkdir(parents=True)
+    first = W.collection_lock(path)
+    first.acquire()  # "the other process", collecting
+    waiting, result, messages = threading.Event(), {}, []
+
+    def second():
+        def report(text):
+            messages.append(text)
+            waiting.set()
+
+        result["out"] = C._obtain("Hopper-v5", "random", plan, None, report=report, n_envs=2, show_progress=False)
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    try:
+        assert waiting.wait(120), "the second collector did not report the lock"
+        C.create_dataset("Hopper-v5", "random", 200, 0, n_envs=2, show_progress=False, _plan_override=plan)
+    finally:
+        first.release()
+        worker.join(120)
+    assert result["out"] == (path, False)  # it found the first one's dataset: collected once
+    assert "another process is collecting it" in messages[0] and first.lock_file in messages[0]

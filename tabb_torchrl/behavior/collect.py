@@ -15,10 +15,27 @@ Qualities (the *Data protocol* of the method card; D4RL / ODRL / OTDF):
   ``2 * size`` transitions, as D4RL).
 
 The episodes are rolled out by :mod:`tabb_torchrl.behavior.episodes` and written
-atomically in Minari format by :mod:`tabb_torchrl.behavior.minari_writer` (ids
-``tabb/<env>[-<shift>...]/<quality>-v0``).  :func:`get_or_create_dataset` reuses
-a cached dataset when its metadata (env, size, seed, policy hash, protocol
-version, digest of the env's MJCF, mujoco and gymnasium versions) match.
+atomically in Minari format by :mod:`tabb_torchrl.behavior.minari_writer`.  Ids:
+``tabb/<env>[-<shift>...]/<quality>-v0`` at the default size (1,000,000 in a
+source env, 5,000 in a ``tabb/`` target env) and seed 0,
+``tabb/<env>/<quality>-<size>-s<seed>-v0`` otherwise
+(:func:`~tabb_torchrl.behavior.minari_writer.dataset_id_for`), so a request for
+another size or seed never replaces a dataset in place.  :func:`get_or_create_dataset`
+reuses a cached dataset when its metadata (env, size, seed, policy hash, protocol
+version, digest of the env's MJCF, mujoco and gymnasium versions) match; a
+dataset of a non-default size that an earlier version stored under the plain id
+(``tabb/Hopper/medium-v0`` holding 200,000 transitions) is still found by the
+requests it matches, and a request under an id that holds another size or seed
+is refused (:class:`DatasetIdConflictError`, with the fix) instead of replacing
+it.  One process at a time collects a given dataset (a
+:class:`filelock.FileLock`, :func:`~tabb_torchrl.behavior.minari_writer.collection_lock`):
+a second one asking for it waits, says so, and then reads it.
+
+Each dataset's Minari metadata carry ``ref_min_score`` / ``ref_max_score``: ODRL's
+reference returns of its env (:func:`tabb_torchrl.data.reference_returns` with
+``reference="odrl"``, the default ``eval.reference`` of the recipe; none for an
+env without an ODRL entry), so ``minari.get_normalized_score(dataset, returns)``
+gives ``(R - R_min) / (R_max - R_min)`` -- our normalised score divided by 100.
 
 A default-level env id and its alias (``tabb/Walker2d-friction-0.5-v0`` and
 ``tabb/Walker2d-friction-v0``) are one env: both give the dataset of the
@@ -36,9 +53,12 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import logging
 import os
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +74,15 @@ from tabb_torchrl.behavior.episodes import (
 )
 from tabb_torchrl.behavior.minari_writer import (
     DATASET_QUALITIES,
+    SOURCE_SIZE,
+    TARGET_SIZE,
+    Timeout,
     _read_metadata,
     clean_stale_temp,
+    collection_lock,
     dataset_id_for,
     dataset_path,
+    default_size,
     write_minari_dataset,
 )
 from tabb_torchrl.behavior.policies import (
@@ -68,11 +93,15 @@ from tabb_torchrl.behavior.policies import (
     policy_path,
 )
 from tabb_torchrl.behavior.stats import dataset_record, record_dataset_stats
+from tabb_torchrl.data.datasets import DatasetError
+from tabb_torchrl.data.references import MissingReferenceError, reference_returns
 
 __all__ = [
     "COLLECT_VERSION",
+    "REFERENCE_SCORES",
     "SOURCE_SIZE",
     "TARGET_SIZE",
+    "DatasetIdConflictError",
     "create_dataset",
     "default_size",
     "get_or_create_dataset",
@@ -85,11 +114,25 @@ COLLECT_VERSION = 1
 #: Datasets at least this large are split over two worker processes by default.
 PARALLEL_THRESHOLD = 100_000
 
-#: Default size of a source dataset (transitions), D4RL's.
-SOURCE_SIZE = 1_000_000
+#: The reference table whose returns are written as Minari's ``ref_min_score`` / ``ref_max_score``.
+REFERENCE_SCORES = "odrl"
 
-#: Default size of a target dataset (transitions), ODRL / OTDF's.
-TARGET_SIZE = 5_000
+_LOG = logging.getLogger(__name__)
+
+
+class DatasetIdConflictError(DatasetError):
+    """The dataset under a requested id holds another size or seed; it is kept, not regenerated in place.
+
+    Only a dataset written by an earlier version (which stored every size and
+    seed under ``tabb/<env>/<quality>-v0``) can be in that state. A
+    :class:`~tabb_torchrl.data.DatasetError` (the recipe reports it as a data
+    error); the message gives the fix.
+
+    Examples:
+        >>> from tabb_torchrl.data import DatasetError
+        >>> issubclass(DatasetIdConflictError, DatasetError)
+        True
+    """
 
 
 def _default_run_dir(env_id: str, seed: int = 0) -> Path:
@@ -187,20 +230,6 @@ def _effective_n_envs(env_id: str, size: int, n_envs: int, n_workers: int) -> in
     return int(max(1, min(int(n_envs), per_worker // int(horizon))))
 
 
-def default_size(env_id: str) -> int:
-    """Default ``size`` of :func:`create_dataset` for an env: 5,000 in a shifted target env, else 1,000,000.
-
-    Shifted envs are the ``tabb/...`` ids of :mod:`tabb_torchrl.envs`; every
-    other id is a source env.  For ``medium-expert`` this is the size of each
-    half, as D4RL's.
-
-    Examples:
-        >>> default_size("Hopper-v5"), default_size("tabb/Hopper-morph-v0")
-        (1000000, 5000)
-    """
-    return TARGET_SIZE if env_id.startswith("tabb/") else SOURCE_SIZE
-
-
 def _default_workers(size: int) -> int:
     return 2 if size >= PARALLEL_THRESHOLD else 1
 
@@ -268,6 +297,16 @@ def _plan(env_id: str, quality: str, size: int, seed: int, n_envs: int, n_worker
     return plan
 
 
+def _reference_scores(env_id: str) -> tuple[float, float] | None:
+    """ODRL's ``(R_min, R_max)`` of an env (:data:`REFERENCE_SCORES`), ``None`` where it has none."""
+    try:
+        with warnings.catch_warnings():  # HalfCheetah friction 0.1's anomalous R_max: warned at evaluation
+            warnings.simplefilter("ignore")
+            return reference_returns(env_id, REFERENCE_SCORES)
+    except MissingReferenceError:
+        return None
+
+
 def create_dataset(
     env_id: str,
     quality: str,
@@ -283,7 +322,13 @@ def create_dataset(
     _plan_override: dict | None = None,
     _fail_after_episodes: int | None = None,
 ) -> Path:
-    """Collect and write one dataset (always regenerates); returns its directory.
+    """Collect and write one dataset (always regenerates, replacing the one under its id); returns its directory.
+
+    The id is :func:`~tabb_torchrl.behavior.minari_writer.dataset_id_for` of
+    ``(env_id, quality, size, seed)``: ``tabb/Hopper/random-v0`` at the default
+    size and seed 0, ``tabb/Hopper/random-200-s0-v0`` below.  The metadata carry
+    Minari's ``ref_min_score`` / ``ref_max_score`` (ODRL's reference returns of
+    the env, see the module docstring) when the env has them.
 
     Args:
         env_id: Env to collect in (source ``Hopper-v5`` or a target ``tabb/...-v0``).
@@ -315,7 +360,7 @@ def create_dataset(
         ...     p = create_dataset("Hopper-v5", "random", 200, 0, dataset_root=d, n_envs=4,
         ...                        show_progress=False)
         ...     p.name
-        'random-v0'
+        'random-200-s0-v0'
         >>> create_dataset("Hopper-v5", "random", 0)
         Traceback (most recent call last):
         ...
@@ -324,9 +369,10 @@ def create_dataset(
     _check_request(size, seed, n_envs, n_workers)
     env_id = canonical_env_id(env_id)  # the level id of a default level is collected as its alias
     plan = _plan_override or _plan(env_id, quality, size, seed, n_envs, n_workers, policy_root, run_dir)
-    clean_stale_temp(dataset_path(env_id, quality, dataset_root).parent)
+    dataset_id = dataset_id_for(env_id, quality, size, seed)
+    clean_stale_temp(dataset_path(env_id, quality, dataset_root, size=size, seed=seed).parent)
     t0 = time.perf_counter()
-    desc = f"{dataset_id_for(env_id, quality)}"
+    desc = dataset_id
     if quality == "medium-replay":
         rep = torch.load(plan["replay_file"], map_location="cpu", weights_only=False)
         if canonical_env_id(str(rep.get("env_id"))) != env_id:
@@ -357,8 +403,12 @@ def create_dataset(
                                                                                    "medium-expert") else quality,
         }
     )
+    refs = _reference_scores(env_id)
+    if refs is not None:
+        meta["reference_scores"] = REFERENCE_SCORES
     return write_minari_dataset(
-        dataset_id_for(env_id, quality), episodes, env_id=env_id, metadata=meta, dataset_root=dataset_root,
+        dataset_id, episodes, env_id=env_id, metadata=meta, dataset_root=dataset_root,
+        ref_min_score=None if refs is None else refs[0], ref_max_score=None if refs is None else refs[1],
         algorithm_name="uniform random actions" if quality == "random" else "SAC behaviour policy (tabb-torchrl)",
         description=f"{quality} data of {env_id} ({sum(len(e) for e in episodes)} transitions, seed {seed}); "
                     f"tabb-torchrl data protocol",
@@ -370,6 +420,93 @@ def _cache_matches(meta: dict | None, plan: dict) -> bool:
     if meta is None:
         return False
     return all(meta.get(f"tabb_{k}") == v for k, v in plan.items())
+
+
+def _find_cached(env_id: str, quality: str, plan: dict, dataset_root) -> Path | None:
+    """The cached dataset matching ``plan``: under its id, else (non-default size or seed) under the plain id.
+
+    An earlier version stored every size and seed under ``tabb/<env>/<quality>-v0``;
+    such a dataset is still used by the requests it matches (it is never moved).
+    """
+    path = dataset_path(env_id, quality, dataset_root, size=plan["size"], seed=plan["seed"])
+    if _cache_matches(_read_metadata(path), plan):
+        return path
+    legacy = dataset_path(env_id, quality, dataset_root)
+    if legacy != path and _cache_matches(_read_metadata(legacy), plan):
+        return legacy
+    return None
+
+
+def _check_not_another_request(path: Path, meta: dict | None, plan: dict) -> None:
+    """Refuse to regenerate in place a dataset of another size or seed (:class:`DatasetIdConflictError`)."""
+    if meta is None or (meta.get("tabb_size"), meta.get("tabb_seed")) == (plan["size"], plan["seed"]):
+        return
+    env_id, quality, size, seed = plan["env_id"], plan["quality"], plan["size"], plan["seed"]
+    dataset_id = dataset_id_for(env_id, quality, size, seed)
+    held = meta.get("tabb_size")
+    held = f"{held:,}" if isinstance(held, int) else repr(held)
+    raise DatasetIdConflictError(
+        f"{dataset_id} at {path} holds a dataset of size {held}, seed {meta.get('tabb_seed')!r} (an earlier "
+        f"version stored every size and seed under this id); this request is for size {size:,}, seed {seed}. "
+        "It is not regenerated in place: that dataset is kept, and requests for its own size and seed still find "
+        f"it. Fix: use it as it is by its id (load_minari_dataset({dataset_id!r}); in the recipe "
+        f"data.<source|target>.path={dataset_id}, with .size capping the rows), or replace it with "
+        f"`python -m tabb_torchrl.behavior.collect --env {env_id} --quality {quality} --size {size} --seed {seed} "
+        f"--force`, or delete {path}."
+    )
+
+
+def _differences(meta: dict, plan: dict) -> str:
+    keys = [k for k, v in plan.items() if meta.get(f"tabb_{k}") != v]
+    return ", ".join(f"{k} {meta.get(f'tabb_{k}')!r} -> {plan[k]!r}" for k in keys)
+
+
+def _acquire(lock, dataset_id: str, report: Callable[[str], None]) -> None:
+    """Take a dataset's collection lock, saying so when another process holds it."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        report(f"{dataset_id}: another process is collecting it (lock {lock.lock_file}); waiting for it to finish")
+        lock.acquire()
+
+
+def _obtain(env_id: str, quality: str, plan: dict, dataset_root, *, force: bool = False,
+            report: Callable[[str], None] = _LOG.warning, **create_kwargs) -> tuple[Path, bool]:
+    """The directory of the dataset of ``plan`` and whether it was collected now.
+
+    A cached match is returned as it is (unless ``force``); otherwise the dataset
+    is collected under its collection lock (another process collecting it is
+    waited for, then its dataset used), after refusing to replace a dataset of
+    another size or seed under the same id (:func:`_check_not_another_request`,
+    skipped with ``force``).  Replacing a stale dataset (another policy, dynamics
+    or protocol) is reported with what changed.
+    """
+    if not force:
+        found = _find_cached(env_id, quality, plan, dataset_root)
+        if found is not None:
+            return found, False
+    path = dataset_path(env_id, quality, dataset_root, size=plan["size"], seed=plan["seed"])
+    dataset_id = dataset_id_for(env_id, quality, plan["size"], plan["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = collection_lock(path)
+    _acquire(lock, dataset_id, report)
+    try:
+        if not force:
+            found = _find_cached(env_id, quality, plan, dataset_root)  # made by the process waited for
+            if found is not None:
+                return found, False
+        meta = _read_metadata(path)
+        if not force:
+            _check_not_another_request(path, meta, plan)
+        if meta is not None:
+            what = _differences(meta, plan) if not force else "--force"
+            report(f"{dataset_id}: replacing the cached dataset at {path} ({meta.get('total_steps')} transitions, "
+                   f"seed {meta.get('tabb_seed')}; {what or 'same request'}) once the new one is complete")
+        path = create_dataset(env_id, quality, plan["size"], plan["seed"], dataset_root=dataset_root,
+                              _plan_override=plan, **create_kwargs)
+        return path, True
+    finally:
+        lock.release()
 
 
 def get_or_create_dataset(
@@ -387,12 +524,18 @@ def get_or_create_dataset(
 ):
     """The dataset as a transition TensorDict, collected only if not cached.
 
-    A cached dataset is reused when its stored metadata match the request (env
-    id, quality, size, seed, policy checkpoint hash, vectorisation, protocol
-    version, digest of the env's MJCF, mujoco and gymnasium versions); otherwise
-    it is regenerated (atomically) and read back with
-    :func:`tabb_torchrl.data.load_minari_dataset`.  A default-level id and its
-    alias give the same dataset (:func:`~tabb_torchrl.behavior.minari_writer.dataset_id_for`).
+    The dataset's id holds its size and seed unless they are the defaults
+    (:func:`~tabb_torchrl.behavior.minari_writer.dataset_id_for`:
+    ``tabb/Hopper/medium-v0`` for 1,000,000 transitions of seed 0,
+    ``tabb/Hopper/medium-200k-s0-v0`` for 200,000).  A cached dataset is reused
+    when its stored metadata match the request (env id, quality, size, seed,
+    policy checkpoint hash, vectorisation, protocol version, digest of the env's
+    MJCF, mujoco and gymnasium versions); a dataset stored under the plain id by
+    an earlier version is reused by the request it matches.  Otherwise the
+    dataset is collected (atomically, one process at a time) and read back with
+    :func:`tabb_torchrl.data.load_minari_dataset`; a stale dataset under the same
+    id (another policy, dynamics or protocol) is replaced, and the replacement
+    logged.  A default-level id and its alias give the same dataset.
 
     Args:
         env_id: Env id.
@@ -409,6 +552,11 @@ def get_or_create_dataset(
     Returns:
         TensorDict: transitions in the project schema (no ``"domain"`` column).
 
+    Raises:
+        DatasetIdConflictError: the dataset under the requested id holds another
+            size or seed (an earlier version's); it is kept, and the message says
+            how to use or replace it.
+
     Examples:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
@@ -420,11 +568,8 @@ def get_or_create_dataset(
 
     env_id = canonical_env_id(env_id)
     plan = _plan(env_id, quality, size, seed, n_envs, n_workers, policy_root, run_dir)
-    path = dataset_path(env_id, quality, dataset_root)
-    if not _cache_matches(_read_metadata(path), plan):
-        path = create_dataset(env_id, quality, size, seed, dataset_root=dataset_root, n_envs=n_envs,
-                              n_workers=n_workers, policy_root=policy_root, run_dir=run_dir,
-                              show_progress=show_progress, _plan_override=plan)
+    path, _ = _obtain(env_id, quality, plan, dataset_root, n_envs=n_envs, n_workers=n_workers,
+                      policy_root=policy_root, run_dir=run_dir, show_progress=show_progress)
     return load_minari_dataset(None, data_path=path)
 
 
@@ -498,20 +643,19 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyNotFoundError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    path = dataset_path(args.env, args.quality, args.dataset_root)
-    name = dataset_id_for(args.env, args.quality)
-    cached = _read_metadata(path)
-    if not args.force and _cache_matches(cached, plan):
-        print(f"{name}: cached at {path}")
-    else:
-        if cached is not None:
-            print(f"{name}: replacing the cached dataset at {path} ({cached.get('total_steps')} transitions, "
-                  f"seed {cached.get('tabb_seed')}) once the new one is complete")
-        path = create_dataset(args.env, args.quality, args.size, args.seed, dataset_root=args.dataset_root,
-                              n_envs=args.n_envs, n_workers=args.workers, policy_root=args.policy_root,
-                              run_dir=args.run_dir, _plan_override=plan)
-        meta = _read_metadata(path) or {}
+    try:
+        path, created = _obtain(args.env, args.quality, plan, args.dataset_root, force=args.force, report=print,
+                                n_envs=args.n_envs, n_workers=args.workers, policy_root=args.policy_root,
+                                run_dir=args.run_dir)
+    except DatasetIdConflictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    meta = _read_metadata(path) or {}
+    name = meta.get("dataset_id") or dataset_id_for(args.env, args.quality, args.size, args.seed)
+    if created:
         print(f"{name}: wrote {meta.get('total_steps')} transitions, {meta.get('total_episodes')} episodes to {path}")
+    else:
+        print(f"{name}: cached at {path}")
     if args.record:
         rec = dataset_record(path)
         record_dataset_stats(args.record, rec)

@@ -143,7 +143,7 @@ def dataset_record(path: str | os.PathLike) -> dict[str, Any]:
         ...     p = create_dataset("Hopper-v5", "random", 100, 0, dataset_root=d, show_progress=False)
         ...     r = dataset_record(p)
         >>> r["dataset_id"], r["quality"], r["size"], r["transitions"]
-        ('tabb/Hopper/random-v0', 'random', 100, 100)
+        ('tabb/Hopper/random-100-s0-v0', 'random', 100, 100)
     """
     from tabb_torchrl.data.datasets import load_minari_dataset
 
