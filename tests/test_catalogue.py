@@ -138,7 +138,8 @@ def test_cli_markdown_groups_by_robot(capsys):
     assert hopper.index("Source env `Hopper-v5`") < hopper.index("| `tabb/Hopper-morph-v0` ")
     # one row per target env id, one column per quality
     assert sum(line.startswith("| `tabb/") for line in md.splitlines()) == 108
-    header = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| env id ")]
+    header = [[c.strip() for c in line.strip("|").split("|")]
+              for line in md.splitlines() if line.startswith("| env id ")]
     assert header[0] == ["env id", "random", "ODRL ref (rnd / exp)", "ours ref (rnd / best)"]
     assert len(header) == 6  # one target table per robot (tabulate's "github" markdown)
     assert "gymnasium_robotics" in md.split("### AdroitHandPen")[1]
