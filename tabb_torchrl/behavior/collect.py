@@ -77,6 +77,8 @@ from tabb_torchrl.behavior.minari_writer import (
     SOURCE_SIZE,
     TARGET_SIZE,
     Timeout,
+    _datasets_root,
+    _ensure_namespaces,
     _read_metadata,
     clean_stale_temp,
     collection_lock,
@@ -487,7 +489,7 @@ def _obtain(env_id: str, quality: str, plan: dict, dataset_root, *, force: bool 
             return found, False
     path = dataset_path(env_id, quality, dataset_root, size=plan["size"], seed=plan["seed"])
     dataset_id = dataset_id_for(env_id, quality, plan["size"], plan["seed"])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_namespaces(_datasets_root(dataset_root), dataset_id)  # the folder of the lock, as Minari lays it out
     lock = collection_lock(path)
     _acquire(lock, dataset_id, report)
     try:
