@@ -41,7 +41,7 @@ def _data(n: int, gen: torch.Generator) -> TensorDict:
 
 
 def _setup(kind="tabb", source_actor=False, n_source=8, anchor=False, seed=0, beta=1.0, max_weight=100.0,
-           weights="tbm", transform=False):
+           weights="tbm", transform=False, num_q=2, **tabb_kw):
     gen = torch.Generator().manual_seed(123)
     source = _data(40, gen) if n_source else None
     target = _data(24, gen)
@@ -50,11 +50,11 @@ def _setup(kind="tabb", source_actor=False, n_source=8, anchor=False, seed=0, be
     ema = copy.deepcopy(value).requires_grad_(False) if anchor else None
     if kind == "tabb":
         method = TABB(weights=weights, source_actor=source_actor, anchor=ema,
-                      value_network=value if anchor else None, anchor_tau=0.1)
+                      value_network=value if anchor else None, anchor_tau=0.1, **tabb_kw)
     else:
         method = PooledIQL()
     loss = TABBLoss(make_actor(OBS, ACT, hidden_sizes=(16, 16)), make_latent_qvalue(LAT, hidden_sizes=(16, 16)),
-                    value, method=method, beta=beta, max_weight=max_weight, gamma=0.9)
+                    value, method=method, beta=beta, max_weight=max_weight, gamma=0.9, num_qvalue_nets=num_q)
     tbm = TargetBellmanMismatch(None, ema if anchor else value, gamma=0.9) if transform else None
     rb = make_source_target_buffer(source, target, n_source=n_source, n_target=8, seed=seed, transform=tbm)
     updater = SoftUpdate(loss, tau=0.05)
@@ -88,6 +88,39 @@ def test_fast_matches_modular(algo, anchor):
     for k in a:
         torch.testing.assert_close(b[k], a[k], **TOL, msg=k)
     assert rb_a.sampler.generator.get_state().equal(rb_b.sampler.generator.get_state())
+
+
+@pytest.mark.parametrize("variant", [
+    dict(source_target="realised"),
+    dict(source_target="gated", gate_quantile=0.5),
+    dict(source_target="gated", gate_quantile=0.5, anchor=True),
+    dict(source_in_value=True),
+    dict(source_in_value=True, source_actor=True),
+    dict(num_q=5),
+])
+def test_variants_beyond_the_paper_match_on_both_paths(variant):
+    """Each TABB option beyond the paper computes the same step on the fast and the composable path."""
+    rb_a, loss_a, upd_a, opts_a = _setup(**variant)
+    rb_b, loss_b, upd_b, opts_b = _setup(**variant)
+    modular = ModularUpdate(loss_a, rb_a, opts_a, upd_a)
+    fast = FastCrossDomainUpdate(loss_b, rb_b, opts_b, polyak=1 - upd_b.eps)
+    keys = ["loss_qvalue", "loss_value", "loss_actor", "mean_q", "mean_target_value", "mean_weight", "ess"]
+    if variant.get("source_target") == "gated":
+        keys.append("gate_realised_fraction")
+    for _ in range(6):
+        out_a, out_b = modular(), fast()
+        for k in keys:
+            torch.testing.assert_close(out_b[k], out_a[k], **TOL, msg=k)
+    a, b = _params(loss_a), _params(loss_b)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], **TOL, msg=k)
+    # and each differs from the paper's step on the same draws
+    rb_p, loss_p, _, opts_p = _setup()
+    fast_p = FastCrossDomainUpdate(loss_p, rb_p, opts_p, polyak=1 - upd_b.eps)
+    rb_c, loss_c, _, opts_c = _setup(**variant)
+    fast_c = FastCrossDomainUpdate(loss_c, rb_c, opts_c, polyak=1 - upd_b.eps)
+    out_p, out_c = fast_p(), fast_c()
+    assert any(not torch.allclose(out_p[k], out_c[k]) for k in ("loss_qvalue", "loss_value"))
 
 
 def test_fast_matches_the_transform_path():
