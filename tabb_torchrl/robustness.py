@@ -329,8 +329,8 @@ def evaluate_robustness(
 def load_run_actor(run_dir, checkpoint: str = "checkpoint.pt", device="cpu"):
     """The actor of a run of ``recipes/tabb_offline.py`` (any ``algo``), with its checkpoint's parameters.
 
-    Rebuilds the networks with the recipe's factories from the run's ``config.yaml`` (``algo=cql``:
-    :func:`~tabb_torchrl.pipeline.cql.make_cql`; otherwise
+    Rebuilds the networks with the recipe's factories from the run's ``config.yaml`` (``algo=cql``,
+    ``mobody``, ``bosa``: their :data:`~tabb_torchrl.pipeline.backbones.OWN_BACKBONES` entry; otherwise
     :func:`~tabb_torchrl.pipeline.make_rl_networks` and :func:`~tabb_torchrl.pipeline.make_loss`, the
     method's own networks included, ``algo.method_module`` imported first) and loads ``loss_module``
     from ``checkpoint``.
@@ -359,10 +359,11 @@ def load_run_actor(run_dir, checkpoint: str = "checkpoint.pt", device="cpu"):
     cfg = OmegaConf.load(cfg_path)
     state = load_checkpoint(ckpt_path)
     env_id, _ = resolve_env_ids(cfg)
-    if cfg.algo.name == "cql":
-        from tabb_torchrl.pipeline.cql import make_cql
+    from tabb_torchrl.pipeline.backbones import own_backbone
 
-        actor, loss, _, _ = make_cql(cfg, env_id, device=device)
+    backbone = own_backbone(cfg.algo.name)
+    if backbone is not None:  # cql, mobody, bosa (tabb_torchrl.pipeline.backbones)
+        actor, loss, _, _ = backbone.make(cfg, env_id, device=device)
     else:
         module = cfg.algo.get("method_module", None)
         if module:

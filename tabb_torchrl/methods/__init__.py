@@ -21,6 +21,15 @@ the architecture page of the docs.
 * :class:`DROCO` -- a robust Bellman target for source rows from a target-dynamics ensemble
   (Qiao et al., ICLR 2026, arXiv 2512.02486).
 
+Two baselines run on their own TD3-style backbone (:mod:`tabb_torchrl.pipeline.td3`, selected by
+``algo.name`` through :mod:`tabb_torchrl.pipeline.backbones`), not on the IQL core, so they are not in
+:data:`METHODS`:
+
+* :class:`MOBODY` -- rows of a target dynamics model learned through a representation shared by both
+  domains, Q-weighted behaviour cloning (Guo et al. 2025, arXiv 2506.08460);
+* :class:`BOSA` -- TD errors masked outside the support of a dynamics-VAE ensemble, a conservative
+  term on source rows, a behaviour-support actor term (Liu et al., AAAI 2024).
+
 :func:`make_method` builds one by registry name; :func:`register_method` adds yours.
 """
 from __future__ import annotations
@@ -38,6 +47,9 @@ from tabb_torchrl.methods.otdf import OTDF
 from tabb_torchrl.methods.srpo import SRPO
 from tabb_torchrl.methods.v2a import V2A
 # end of baseline imports
+# own-backbone baselines (TD3-style; not in METHODS)
+from tabb_torchrl.methods.bosa import BOSA
+from tabb_torchrl.methods.mobody import MOBODY
 
 __all__ = [
     "CrossDomainMethod",
@@ -55,6 +67,9 @@ __all__ = [
     "OTDF",
     "SRPO",
     "V2A",
+    # own-backbone baselines
+    "BOSA",
+    "MOBODY",
 ]
 
 METHODS: dict[str, Callable[..., CrossDomainMethod]] = {

@@ -373,7 +373,7 @@ class BOSA(TD3Method):
             self.pretrain_policy_loss.fill_(float(loss_pi.detach()))
             self.pretrain_dynamics_loss.fill_(float(loss_dyn.detach()))
             _LOG.info("BOSA: VAEs trained for %d steps (last policy VAE loss %.4g, dynamics VAE loss %.4g)",
-                      self.pretrain_steps, float(loss_pi), float(loss_dyn))
+                      self.pretrain_steps, float(loss_pi.detach()), float(loss_dyn.detach()))
 
     # ------------------------------------------------------------------ the hooks
     def critic_terms(self, batch: TD3Batch, q: torch.Tensor) -> CriticTerms:

@@ -637,19 +637,23 @@ class MOBODY(TD3Method):
         self._generator = torch.Generator()
         self._pool: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._terminate: Callable | None = None
+        self._refresh: dict[str, float] = {}  # the last refresh's numbers, reported at every step
         self.register_buffer("dynamics_epochs", torch.zeros((), dtype=torch.long))
         self.register_buffer("dynamics_holdout_mse", torch.full((), float("nan")))
 
     # ------------------------------------------------------------------ checkpointed state
     def get_extra_state(self) -> dict:
-        """The model rows, their write position and the method's generator (saved with the loss module)."""
-        return {"buffer": self.buffer.state_dict(), "generator": self._generator.get_state()}
+        """The model rows, their write position, the method's generator and the last refresh's numbers
+        (saved with the loss module)."""
+        return {"buffer": self.buffer.state_dict(), "generator": self._generator.get_state(),
+                "refresh": dict(self._refresh)}
 
     def set_extra_state(self, state: dict) -> None:
         """Restore :meth:`get_extra_state`."""
         self.buffer.load_state_dict(state["buffer"])
         self.buffer.to(self.dynamics.elites.device)
         self._generator.set_state(state["generator"])
+        self._refresh = dict(state.get("refresh", {}))
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -780,9 +784,10 @@ class MOBODY(TD3Method):
         batch = batch.replace(reward=self.source_reward(batch))
         metrics: dict = {}
         if step % self.rollout_every == 0:
-            metrics.update(self.refresh_model_rows(policy))
+            self._refresh = self.refresh_model_rows(policy)
         if self.model_rows and len(self.buffer):
             batch = batch.append(self.buffer.sample(self.model_rows, self._generator))
+        metrics.update(self._refresh)
         metrics["mobody_model_buffer"] = float(len(self.buffer))
         return batch, metrics
 
