@@ -736,7 +736,8 @@ class MOBODY(TD3Method):
     def refresh_model_rows(self, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Add one round of model rows (authors' rollout every 5,000 steps): one-step rollouts from
         ``rollout_source`` source states and ``rollout_target`` target states with the policy's
-        actions and, with ``relabel_source``, the same source states with their dataset actions."""
+        actions and, with ``relabel_source``, the same source states with their dataset actions.
+        Returns its numbers (also reported with every later step's metrics)."""
         if SOURCE not in self._pool or TARGET not in self._pool:
             raise RuntimeError("MOBODY needs the stored data to roll out from; the recipe passes it through "
                                "add_columns when it builds the RL buffer.")
@@ -754,10 +755,12 @@ class MOBODY(TD3Method):
         out = self.model_step(torch.cat(obs).float(), torch.cat(act).float())
         self.buffer.add(out["observation"], out["action"], out["reward"], out["next_observation"], out["terminated"])
         kept = out["kept"]
-        return {"mobody_model_rows_added": float(kept.sum()), "mobody_model_rows_kept": float(kept.float().mean()),
-                "mobody_model_uncertainty": float(out["uncertainty"].mean()),
-                "mobody_model_reward": float(out["reward"].mean()) if kept.any() else float("nan"),
-                "mobody_model_terminal": float(out["terminated"].mean()) if kept.any() else 0.0}
+        self._refresh = {"mobody_model_rows_added": float(kept.sum()),
+                         "mobody_model_rows_kept": float(kept.float().mean()),
+                         "mobody_model_uncertainty": float(out["uncertainty"].mean()),
+                         "mobody_model_reward": float(out["reward"].mean()) if kept.any() else float("nan"),
+                         "mobody_model_terminal": float(out["terminated"].mean()) if kept.any() else 0.0}
+        return dict(self._refresh)
 
     # ------------------------------------------------------------------ the hooks
     def source_reward(self, batch: TD3Batch) -> torch.Tensor:
@@ -784,7 +787,7 @@ class MOBODY(TD3Method):
         batch = batch.replace(reward=self.source_reward(batch))
         metrics: dict = {}
         if step % self.rollout_every == 0:
-            self._refresh = self.refresh_model_rows(policy)
+            self.refresh_model_rows(policy)
         if self.model_rows and len(self.buffer):
             batch = batch.append(self.buffer.sample(self.model_rows, self._generator))
         metrics.update(self._refresh)
