@@ -170,6 +170,7 @@ sphinx_gallery_conf = {
 html_theme = "furo"
 html_title = f"tabb-torchrl {release}"
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # docs/_static/custom.css: a wider content column
 html_theme_options = {
     "navigation_with_keys": True,
 }
