@@ -29,7 +29,13 @@ What it does, in order:
 5. trains the critic, value and actor (the cross-domain method of ``algo.method``
    edits the source rows -- TABB: TBM weights and target-aligned targets, paper
    Eqs. 5 and 7 -- then the IQL-style losses, Eqs. 8-10), evaluating the deterministic actor in the target env
-   every ``eval.every`` steps (``eval.episodes`` episodes, D4RL normalised score).
+   every ``eval.every`` steps (``eval.episodes`` episodes, D4RL normalised score);
+6. with ``eval.perturbations`` set (``all`` or ``[kinematic,morph]``), evaluates the final actor
+   in the target env with an extra kinematic / morphology shift (:mod:`tabb_torchrl.robustness`).
+
+The steps are the functions of :mod:`tabb_torchrl.pipeline.experiment`, which the
+Python API (``tabb_torchrl.make_agent(...).fit()``) runs too; this script is their
+hydra entry point.
 
 What it prints: tqdm progress bars with ETA for data generation, pre-training and
 RL training; log lines (time-stamped, also in hydra's ``<job>.log``) with the
@@ -51,7 +57,9 @@ or ``run_dir=...``):
 * ``logs/<run name>/`` -- the metric logger (CSV by default: ``scalars/*.csv`` with
   ``train/*`` losses and diagnostics, ``pretrain_stage{1,2}/*``, ``eval/*``, ``time/*``
   timers); ``logger=tensorboard`` or ``logger=wandb`` switch backend;
-* ``config.yaml`` -- the resolved configuration.
+* ``config.yaml`` -- the resolved configuration;
+* ``robustness.json`` / ``robustness.png`` -- with ``eval.perturbations`` set: scores and
+  drops per perturbation kind and level (also under ``"robustness"`` in ``summary.json``).
 
 Nothing is written into a run directory before the configuration, the datasets'
 env ids and (on ``resume``) the checkpoint were checked: a refused resume leaves
@@ -67,45 +75,13 @@ checkpoint, written before, is kept).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from tabb_torchrl.pipeline import (
-    ConfigError,
-    PolicyEvaluator,
-    TABBTrainer,
-    build_summary,
-    config_hash,
-    env_dims,
-    format_summary_table,
-    load_checkpoint,
-    make_actor_scheduler,
-    make_datasets,
-    make_latent_model,
-    make_latent_model_loss,
-    make_logger,
-    make_loss,
-    make_optimizers,
-    make_rl_networks,
-    plot_learning_curve,
-    resolve_device,
-    resolve_env_ids,
-    resolve_run_dir,
-    run_name,
-    seed_everything,
-    validate_config,
-    validate_datasets,
-    write_json_atomic,
-    write_run_state,
-)
 from tabb_torchrl.data import DatasetError
-from tabb_torchrl.data.datasets import ACTION_TOLERANCE, check_action_bounds
-from tabb_torchrl.io import write_text_atomic
-from tabb_torchrl.pipeline.config import legacy_config_hashes, reconcile_env
-from tabb_torchrl.pipeline.loggers import get_console_logger
-from tabb_torchrl.pipeline.runs import check_resume
+from tabb_torchrl.pipeline import ConfigError, format_summary_table
+from tabb_torchrl.pipeline.experiment import run_experiment
 from tabb_torchrl.pipeline.trainer import NonFiniteLossError
 
 
@@ -125,123 +101,22 @@ def _overridden_keys() -> list[str]:
         return []
 
 
-def _check_actions(cfg: DictConfig, source, source_id: str | None, target, target_id: str) -> None:
-    """Every action within its env's bounds, up to ``data.action_tolerance`` of the range
-    (default :data:`~tabb_torchrl.data.datasets.ACTION_TOLERANCE`; ``+data.action_tolerance=null`` accepts any)."""
-    tolerance = cfg.data.get("action_tolerance", ACTION_TOLERANCE)
-    if tolerance is None:
-        return
-    for which, td, env in (("target", target, target_id), ("source", source, source_id)):
-        if td is None:
-            continue
-        spec = cfg.data[which]
-        where = f"data.{which}.path={spec.path}" if spec.get("path") else f"data.{which}.quality={spec.quality}"
-        try:
-            check_action_bounds(td, env, tolerance=float(tolerance), name=f"the {which} dataset ({where})")
-        except DatasetError as err:
-            raise ConfigError(str(err).replace("(action_tolerance=None; in the recipe +data.action_tolerance=null)",
-                                               "(+data.action_tolerance=null)")) from err
-
-
 def run(cfg: DictConfig) -> dict | None:
-    """The whole run; returns the summary (``None`` when the session stopped early)."""
-    import torch
-
-    log = get_console_logger()
-    # ------------------------------------------- config, run dir, checkpoint: checked before anything is written
-    given = OmegaConf.to_container(cfg, resolve=True)
-    derived_id = reconcile_env(cfg, _overridden_keys())
-    if derived_id is not None:
-        log.info("env.id=%s (the env that env.name / env.shift / env.level name)", derived_id)
-    validate_config(cfg)
-    cfg_hash = config_hash(cfg)
-    legacy = legacy_config_hashes(given) if derived_id is None else []
-    env_id, source_id = resolve_env_ids(cfg)
-    name = run_name(cfg.algo.name, env_id, cfg.seed)
-    device = resolve_device(cfg.device)
-    run_dir, ckpt_path = resolve_run_dir(cfg, cfg.run_dir or _hydra_output_dir(), cfg_hash, legacy)
-    checkpoint = None
-    if ckpt_path is not None:
-        checkpoint = load_checkpoint(ckpt_path)
-        for change in check_resume(checkpoint, cfg, cfg_hash, run_dir=run_dir, checkpoint_path=ckpt_path,
-                                   legacy_hashes=legacy):
-            log.info("resume with another runtime-only setting, %s (results stay comparable, not bit-identical "
-                     "to an uninterrupted run)", change)
-        checkpoint["config_hash"] = cfg_hash  # accepted (maybe under a legacy hash): the run carries this one now
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    write_run_state(run_dir, {"config_hash": cfg_hash, "run_name": name, "algo": cfg.algo.name,
-                              "env": env_id, "seed": int(cfg.seed)})
-    log.info("run %s (config %s) in %s%s", name, cfg_hash, run_dir,
-             f", resuming from {ckpt_path}" if checkpoint else "")
-    if cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-
-    # ---------------------------------------------------------------- data
-    obs_dim, action_dim = env_dims(env_id)
-    source, target = make_datasets(cfg, obs_dim, action_dim)
-    validate_datasets(cfg, source, target)
-    _check_actions(cfg, source, source_id, target, env_id)
-    log.info("data: source %s (%s transitions), target %s (%d transitions)", source_id,
-             "none" if source is None else source.shape[0], env_id, target.shape[0])
-
-    # ---------------------------------------------------------------- models and losses
-    latent_model = make_latent_model(cfg, obs_dim, action_dim).to(device)
-    model_loss = make_latent_model_loss(cfg, latent_model).to(device)
-    if cfg.algo.name == "cql":  # CQL: TorchRL's CQLLoss and its own update (tabb_torchrl.pipeline.cql)
-        from tabb_torchrl.pipeline.cql import make_cql
-
-        actor, loss_module, target_updater, optimizers = make_cql(cfg, env_id, device=device)
-        scheduler = None
-    else:
-        actor, qvalue, value = make_rl_networks(cfg, obs_dim, action_dim, latent_model)
-        actor, qvalue, value = actor.to(device), qvalue.to(device), value.to(device)
-        loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
-        loss_module = loss_module.to(device)
-        optimizers = make_optimizers(cfg, loss_module)
-        scheduler = make_actor_scheduler(cfg, optimizers["actor"])
-
-    # ---------------------------------------------------------------- eval, logger
-    evaluator = PolicyEvaluator(env_id, cfg.eval.episodes, seed=int(cfg.seed) + int(cfg.eval.seed_offset),
-                                device=device, max_episode_steps=cfg.eval.max_episode_steps)
-    logger = make_logger(cfg.logger.backend, run_dir, name, project=cfg.logger.project,
-                         config=OmegaConf.to_container(cfg, resolve=True),
-                         state_dict=None if checkpoint is None else checkpoint.get("logger"))
-
-    # ---------------------------------------------------------------- train
-    trainer = TABBTrainer(
-        cfg, run_dir=run_dir, device=device, source=source, target=target,
-        latent_model=latent_model, model_loss=model_loss, actor=actor, loss_module=loss_module,
-        target_updater=target_updater, optimizers=optimizers, scheduler=scheduler, evaluator=evaluator, logger=logger, env_id=env_id, config_hash=cfg_hash,
-    )
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        del checkpoint
-    complete = trainer.run()
-    evaluator.close()
-    if not complete:
-        print(f"Stopped at global step {trainer.progress.global_step} (max_steps_this_session). "
+    """The whole run (:func:`tabb_torchrl.pipeline.experiment.run_experiment`); returns the summary
+    (``None`` when the session stopped early)."""
+    result = run_experiment(cfg, default_run_dir=None if cfg.run_dir else _hydra_output_dir(),
+                            overridden=_overridden_keys())
+    run_dir = result.plan.run_dir
+    if not result.complete:
+        print(f"Stopped at global step {result.trainer.progress.global_step} (max_steps_this_session). "
               f"Continue with: python recipes/tabb_offline.py <same overrides> resume={run_dir}")
         return None
-
-    # ---------------------------------------------------------------- summary
-    summary = build_summary(
-        history=trainer.history, algo=cfg.algo.name, env=env_id, source_env=source_id,
-        seed=int(cfg.seed), eval_episodes=int(cfg.eval.episodes), reference=cfg.eval.reference,
-        steps=trainer.progress.rl_step,
-        pretrain_steps={"stage1": trainer.progress.stage1_step, "stage2": trainer.progress.stage2_step},
-        wall_time_s=trainer.wall_time(), updates_per_s=trainer.updates_per_second(),
-        device=str(device), config_hash=cfg_hash, run_name=name, run_dir=str(run_dir),
-        extra={"latent_cache_mib": trainer.latent_cache_mb,
-               "stage2_best_step": int(trainer.stage2_best.get("step", 0))},
-    )
-    write_json_atomic(run_dir / "summary.json", summary)
-    if summary["history"]:
-        plot_learning_curve(summary["history"], run_dir / "learning_curve.png",
-                            title=f"{cfg.algo.name} on {env_id} (seed {cfg.seed})")
+    summary = result.summary
     print(format_summary_table(summary))
     print(f"summary: {run_dir / 'summary.json'}  curve: {run_dir / 'learning_curve.png'}")
+    if result.robustness is not None:
+        print(result.robustness.table())
+        print(f"robustness: {run_dir / 'robustness.json'}  figure: {run_dir / 'robustness.png'}")
     return summary
 
 

@@ -11,7 +11,12 @@
 * :mod:`~tabb_torchrl.pipeline.runs` -- seeding, run directories, atomic checkpoints;
 * :mod:`~tabb_torchrl.pipeline.evaluation` -- :class:`PolicyEvaluator`, normalised scores;
 * :mod:`~tabb_torchrl.pipeline.summary` -- ``summary.json``, the table, the learning curve;
-* :mod:`~tabb_torchrl.pipeline.loggers` -- TorchRL loggers with resumable positions.
+* :mod:`~tabb_torchrl.pipeline.loggers` -- TorchRL loggers with resumable positions;
+* :mod:`~tabb_torchrl.pipeline.compose` -- the recipe's hydra configuration composed in Python
+  (:func:`compose_config`);
+* :mod:`~tabb_torchrl.pipeline.experiment` -- one whole run as steps (:func:`run_experiment`:
+  plan, start, data, :func:`build_components`, trainer, summary), the body of the recipe and of
+  the Python API; :func:`load_run` rebuilds a trained run without its data.
 """
 from tabb_torchrl.pipeline.config import (
     ALGOS,
@@ -63,6 +68,8 @@ from tabb_torchrl.pipeline.runs import (
 )
 from tabb_torchrl.pipeline.trainer import Progress, TABBTrainer
 from tabb_torchrl.pipeline.update import ModularUpdate, make_rl_update
+from tabb_torchrl.pipeline.compose import compose_config
+from tabb_torchrl.pipeline.experiment import build_components, load_run, run_experiment
 
 __all__ = [
     "ALGOS",
@@ -72,7 +79,9 @@ __all__ = [
     "SUMMARY_KEYS",
     "TABBTrainer",
     "batch_split",
+    "build_components",
     "build_summary",
+    "compose_config",
     "config_hash",
     "env_dims",
     "episode_returns",
@@ -81,6 +90,7 @@ __all__ = [
     "latent_cache_bytes",
     "load_checkpoint",
     "load_dataset",
+    "load_run",
     "log_metrics",
     "make_actor_scheduler",
     "make_datasets",
@@ -101,6 +111,7 @@ __all__ = [
     "resolve_env_ids",
     "resolve_run_dir",
     "reward_scale_factor",
+    "run_experiment",
     "run_name",
     "save_checkpoint_atomic",
     "scale_rewards",
