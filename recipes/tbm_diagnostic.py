@@ -1,211 +1,158 @@
-"""The TBM diagnostic of TABB (Liu & Long, arXiv 2605.22376, Sec. 5.5, Fig. 3) on a finished or
-pre-trained run of ``recipes/tabb_offline.py``. The method is in the docs (results page,
-"TBM diagnostic"); the functions are in :mod:`tabb_torchrl.diagnostic`.
+"""Does the source data count? The diagnostic of a finished run of ``recipes/tabb_offline.py``: TBM
+(TABB, Liu & Long, arXiv 2605.22376, Sec. 5.5, Fig. 3) and why a run does or does not gain from its
+source data. The method is in the docs (method page, "Diagnostic"); the functions are in
+:mod:`tabb_torchrl.diagnostic`.
 
-Usage::
+Usage (``key=value`` or ``--key value``, the same options)::
 
-    python recipes/tbm_diagnostic.py --run-dir outputs/<date>/<time>_tabb_Hopper-morph_seed0
-    python recipes/tbm_diagnostic.py --run-dir <run dir> --n 10000 --ot-method sinkhorn \\
-        --out docs/results/diagnostic_Hopper-morph.png
+    python recipes/tbm_diagnostic.py run_dir=<run> [compare_run_dirs=[<run>,<run>]] [rows=4000]
+    python recipes/tbm_diagnostic.py --run-dir <run> --compare-run-dirs <seed 1 run> <iql_target run> \\
+        --rows 4000 --out-dir docs/results/source_study
 
-What it does:
+What it does, on ``rows`` source transitions of the run's data (rows whose observed velocities hit
+Hopper's / Walker2d's ``[-10, 10]`` clip are left out: their simulator state is unknown):
 
-1. reads the run's ``config.yaml`` and ``checkpoint.pt`` (the pipeline writes both; a
-   checkpoint from any phase works: after stage 2 the value network ``V`` is still
-   the untrained initialisation, after RL it is the trained one -- the report says
-   which phase and RL step it used);
-2. loads the run's source and target datasets (the dataset cache of the run);
-3. samples ``--n`` source transitions (rows whose observed velocities hit the
-   ``[-10, 10]`` clip of Hopper / Walker2d are left out: their simulator state
-   cannot be recovered from the observation, see ``--keep-clipped``);
-4. computes their TBM (paper Eq. 5) with the run's ``f, g, h`` and ``V``;
-5. replays each ``(s, a)`` once in the target env from the state of ``s``
-   (``tabb_torchrl.envs.set_state_from_observation``; root x = 0) and computes the
-   oracle target Bellman error ``|r + g (1-d) V(f(s')) - (r_tar + g (1-d_tar) V(f(s'_tar)))|``;
-6. computes the OTDF transport-cost score of each sampled source transition against
-   the target dataset (cosine cost on ``(s, a, s')``, ``ot.emd`` by default);
-7. splits the transitions into ``--groups`` percentile groups of each score, plots
-   the mean oracle error per group (PNG) and prints Spearman's rho of group rank vs
-   mean error for both scores; writes the numbers as JSON next to the PNG.
+1. replays each ``(s, a)`` once in the target env from the state ``s`` describes (root x = 0), which
+   gives the true target outcome; the true target is ``y* = r_T + g (1 - d_T) V(f(s'_T))`` with the
+   run's ``f`` and ``V`` (and its reward scale);
+2. the error against ``y*`` of each kind of source-row target: aligned (Eq. 5, the paper's),
+   realised, gated, the run's own, and their means weighted by the Eq. 7 weights of batches of the
+   run's size;
+3. TBM's Spearman rho with the realised target's true error (the domain gap in value units), per
+   row and over deciles (figure 3), and with the aligned target's error; optionally OTDF's score;
+4. the predictor ``h``'s latent and reward errors on held-out target rows and on source rows
+   (against the true target outcome, next to the source's own outcome);
+5. the advantages ``min Q - V`` on the target data, their spread, and their rank correlation with
+   those of ``compare_run_dirs`` (other seeds, a run without source rows);
+6. behaviour cloning of the target data (the run's actor class) against the run's actor: returns in
+   the target env and mean action distances.
 
-Exit status 0; 2 for a run directory without ``config.yaml`` / ``checkpoint.pt``.
+Writes ``<name>.json`` (every number), ``<name>.md`` (the tables) and ``<name>.png`` (the errors of
+each target kind and the decile curves) into the run directory, or ``--out-dir``. ``--out X.png``
+(the older option) writes ``X.png``, ``X.json`` and ``X.md``.
+
+Exit status 0; 2 for a run directory without ``config.yaml`` / checkpoint, a run without source
+data, or a target env whose state an observation does not set.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+BOOLEAN_FLAGS = ("keep_clipped", "no_ot", "no_awr_vs_bc")
 
 
-def _value_fn(loss):
-    """``z -> V(z)`` with the loss module's value parameters (no gradient)."""
-    import torch
-
-    from tabb_torchrl.transforms import evaluate_value
-
-    def value(z):
-        with torch.no_grad(), loss.value_network_params.to_module(loss.value_network):
-            return evaluate_value(loss.value_network, z)
-
-    return value
-
-
-def clipped_rows(observations: np.ndarray, env_id: str) -> np.ndarray:
-    """Rows whose observed velocities sit on the ``[-10, 10]`` clip of Hopper / Walker2d."""
-    from tabb_torchrl.envs import make_env
-
-    env = make_env(env_id)
-    base = env.unwrapped
-    clip = getattr(base, "_clip_velocity", None) or (10.0 if any(k in env_id for k in ("Hopper", "Walker2d")) else None)
-    n_pos = base.model.nq - 1
-    env.close()
-    if clip is None:
-        return np.zeros(observations.shape[0], dtype=bool)
-    vel = observations[:, n_pos : n_pos + base.model.nv]
-    return (np.abs(vel) >= clip - 1e-6).any(1)
-
-
-def run(args: argparse.Namespace) -> dict:
-    import torch
-    from omegaconf import OmegaConf
-
-    from tabb_torchrl.diagnostic import (
-        oracle_bellman_error, ot_transition_scores, plot_diagnostic, replay_transitions,
-        score_curve, value_of_observations,
-    )
-    from tabb_torchrl.objectives.functional import target_bellman_mismatch
-    from tabb_torchrl.pipeline import (
-        env_dims, load_checkpoint, make_datasets, make_latent_model, make_loss, make_rl_networks,
-        resolve_env_ids,
-    )
-
-    torch.set_num_threads(args.threads)
-    run_dir = Path(args.run_dir)
-    cfg_path, ckpt_path = run_dir / "config.yaml", run_dir / args.checkpoint
-    if not cfg_path.exists() or not ckpt_path.exists():
-        print(f"{run_dir} needs config.yaml and {args.checkpoint} (written by recipes/tabb_offline.py; "
-              "keep checkpoint.save_final=true).", file=sys.stderr)
-        sys.exit(2)
-    cfg = OmegaConf.load(cfg_path)
-    cfg.progress = False
-    ckpt = load_checkpoint(ckpt_path)
-    env_id, source_id = resolve_env_ids(cfg)
-    if source_id is None:
-        print("The run has no source data (algo.use_source=false); pick a tabb / iql_mixed run.", file=sys.stderr)
-        sys.exit(2)
-    obs_dim, act_dim = env_dims(env_id)
-    t0 = time.time()
-    source, target = make_datasets(cfg, obs_dim, act_dim)
-
-    latent_model = make_latent_model(cfg, obs_dim, act_dim)
-    latent_model.load_state_dict(ckpt["latent_model"])
-    latent_model.freeze()
-    actor, qvalue, value = make_rl_networks(cfg, obs_dim, act_dim, latent_model)
-    loss, _ = make_loss(cfg, actor, qvalue, value, latent_model)
-    loss.load_state_dict(ckpt["loss_module"])
-    v = _value_fn(loss)
-    gamma = float(cfg.loss.gamma)
-    progress = ckpt["progress"]
-
-    # ------------------------------------------------------------ sample source transitions
-    obs_all = source["observation"].numpy()
-    bad = clipped_rows(obs_all, source_id) | clipped_rows(source["next", "observation"].numpy(), source_id)
-    candidates = np.arange(source.shape[0]) if args.keep_clipped else np.flatnonzero(~bad)
-    rng = np.random.default_rng(args.seed)
-    idx = rng.choice(candidates, size=min(args.n, candidates.size), replace=False)
-    td = source[torch.as_tensor(idx)]
-    obs, act = td["observation"].numpy(), td["action"].numpy()
-    r = td["next", "reward"].reshape(-1).numpy().astype(np.float64)
-    d = td["next", "terminated"].reshape(-1).numpy()
-
-    # ------------------------------------------------------------ TBM (Eq. 5)
-    with torch.no_grad():
-        lat = latent_model.compute(td)
-        v_next = v(lat.next_z_s).reshape(-1)
-        v_hat = v(lat.z_next_hat).reshape(-1)
-        tbm = target_bellman_mismatch(
-            td["next", "reward"].reshape(-1), v_next, lat.r_hat.reshape(-1), v_hat,
-            td["next", "terminated"].reshape(-1), gamma,
-        ).numpy()
-
-    # ------------------------------------------------------------ oracle error in the target env
-    t1 = time.time()
-    rep = replay_transitions(env_id, obs, act)
-    v_tar = value_of_observations(latent_model, v, rep["next_observation"])
-    oracle = oracle_bellman_error(r, v_next.numpy(), d, rep["reward"], v_tar, rep["terminated"], gamma)
-    replay_s = time.time() - t1
-
-    # ------------------------------------------------------------ OTDF transport cost
-    t1 = time.time()
-    sas = np.concatenate([obs, act, td["next", "observation"].numpy()], 1)
-    tgt_sas = np.concatenate([target["observation"].numpy(), target["action"].numpy(),
-                              target["next", "observation"].numpy()], 1)
-    ot_score = ot_transition_scores(sas, tgt_sas, method=args.ot_method, reg=args.ot_reg,
-                                    chunk_size=args.ot_chunk, max_target=args.ot_max_target, seed=args.seed)
-    ot_s = time.time() - t1
-
-    curves = [score_curve("TBM", tbm, oracle, args.groups), score_curve("OT cost", ot_score, oracle, args.groups)]
-    out_png = Path(args.out) if args.out else run_dir / "tbm_diagnostic.png"
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    phase = f"{progress['phase']}, RL step {progress['rl_step']}, pre-training {progress['stage1_step']} + {progress['stage2_step']}"
-    plot_diagnostic(curves, out_png, title=f"{env_id} (source {source_id}), {len(idx)} source transitions\n{phase}")
-    report = {
-        "env": env_id,
-        "source_env": source_id,
-        "run_dir": str(run_dir),
-        "checkpoint_phase": progress["phase"],
-        "rl_step": int(progress["rl_step"]),
-        "pretrain_steps": [int(progress["stage1_step"]), int(progress["stage2_step"])],
-        "data": {
-            "source": dict(OmegaConf.to_container(cfg.data.source)),
-            "target": dict(OmegaConf.to_container(cfg.data.target)),
-            "source_rows": int(source.shape[0]),
-            "target_rows": int(target.shape[0]),
-        },
-        "n": int(len(idx)),
-        "clipped_rows_excluded": 0 if args.keep_clipped else int(bad.sum()),
-        "groups": args.groups,
-        "gamma": gamma,
-        "ot": {"method": args.ot_method, "cost": "cosine", "reg": args.ot_reg, "chunk": args.ot_chunk,
-               "max_target": args.ot_max_target},
-        "mean_oracle_error": float(oracle.mean()),
-        "curves": {
-            c.name: {"group_means": [float(x) for x in c.means], "spearman_groups": c.rho,
-                     "spearman_items": c.rho_items}
-            for c in curves
-        },
-        "seconds": {"total": time.time() - t0, "replay": replay_s, "ot": ot_s},
-        "png": str(out_png),
-    }
-    out_png.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    print(f"{env_id}: {len(idx)} source transitions ({phase})")
-    print(f"mean oracle target Bellman error {oracle.mean():.4g}")
-    for c in curves:
-        print(f"{c.name:8s} Spearman rho (group rank vs mean error) = {c.rho:+.3f}   "
-              f"(items: {c.rho_items:+.3f})   groups: " + " ".join(f"{m:.3g}" for m in c.means))
-    print(f"figure: {out_png}   numbers: {out_png.with_suffix('.json')}")
-    return report
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="TBM diagnostic (paper Sec. 5.5) on a tabb_offline run directory.")
-    p.add_argument("--run-dir", required=True, help="run directory with config.yaml and checkpoint.pt")
-    p.add_argument("--checkpoint", default="checkpoint.pt", help="checkpoint file name in the run directory")
-    p.add_argument("--n", type=int, default=10_000, help="source transitions sampled (paper: 10k)")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Source / TBM diagnostic of a tabb_offline run directory.")
+    p.add_argument("--run-dir", required=True, help="run directory with config.yaml and the checkpoint")
+    p.add_argument("--compare-run-dirs", nargs="*", default=[],
+                   help="runs whose advantages on the target data are rank-correlated with the run's")
+    p.add_argument("--checkpoint", default="checkpoint.pt", help="checkpoint file name in each run directory")
+    p.add_argument("--rows", "--n", dest="rows", type=int, default=4000, help="source transitions replayed")
     p.add_argument("--groups", type=int, default=10, help="percentile groups (paper: 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sample, batch and BC draws")
+    p.add_argument("--bc-steps", type=int, default=3000, help="behaviour-cloning steps on the target data")
+    p.add_argument("--episodes", type=int, default=5, help="evaluation episodes of the run's and the BC actor")
+    p.add_argument("--no-awr-vs-bc", action="store_true", help="skip the AWR-vs-BC comparison")
+    p.add_argument("--no-ot", action="store_true", help="skip OTDF's transport-cost score")
     p.add_argument("--ot-method", default="emd", choices=["emd", "sinkhorn"])
     p.add_argument("--ot-reg", type=float, default=0.05, help="entropic regularisation (sinkhorn)")
     p.add_argument("--ot-chunk", type=int, default=2000, help="source rows per OT problem")
     p.add_argument("--ot-max-target", type=int, default=None, help="target rows per OT problem (default: all)")
     p.add_argument("--keep-clipped", action="store_true", help="keep rows with clipped observed velocities")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="PNG path (default: <run dir>/tbm_diagnostic.png); JSON next to it")
-    run(p.parse_args(argv))
+    p.add_argument("--out-dir", default=None, help="folder of the outputs (default: the run directory)")
+    p.add_argument("--name", default="tbm_diagnostic", help="file stem of the outputs")
+    p.add_argument("--out", default=None, help="PNG path (older option): the JSON and markdown go next to it")
+    return p
+
+
+def key_value_args(argv: list[str], p: argparse.ArgumentParser) -> list[str]:
+    """``run_dir=X compare_run_dirs=[a,b] keep_clipped=true`` -> ``--run-dir X --compare-run-dirs a b --keep-clipped``.
+
+    Tokens that name no option are passed through (argparse then reports them).
+    """
+    known = {a.dest for a in p._actions} | {o.lstrip("-").replace("-", "_") for a in p._actions for o in a.option_strings}
+    out = []
+    for token in argv:
+        key, sep, value = token.partition("=")
+        key = key.lstrip("+")
+        if token.startswith("-") or not sep or key not in known:
+            out.append(token)
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key in BOOLEAN_FLAGS:
+            if value.lower() in ("true", "1", "yes"):
+                out.append(flag)
+            continue
+        if value.startswith("[") and value.endswith("]"):
+            out += [flag, *[v.strip() for v in value[1:-1].split(",") if v.strip()]]
+        else:
+            out += [flag, value]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    from tabb_torchrl.diagnostic import (
+        DiagnosticError, GroupCurve, ReplayError, plot_source_report, report_markdown, source_diagnostic,
+    )
+    from tabb_torchrl.io import write_json_atomic, write_text_atomic
+
+    p = parser()
+    args = p.parse_args(key_value_args(list(sys.argv[1:] if argv is None else argv), p))
+    torch.set_num_threads(args.threads)
+    if args.out:
+        out_dir, name = Path(args.out).parent, Path(args.out).stem
+    else:
+        out_dir, name = Path(args.out_dir or args.run_dir), args.name
+    ot = None if args.no_ot else {"method": args.ot_method, "reg": args.ot_reg, "chunk_size": args.ot_chunk,
+                                  "max_target": args.ot_max_target}
+    try:
+        report = source_diagnostic(
+            args.run_dir, compare_run_dirs=args.compare_run_dirs, rows=args.rows, seed=args.seed, groups=args.groups,
+            keep_clipped=args.keep_clipped, checkpoint=args.checkpoint, bc_steps=args.bc_steps, episodes=args.episodes,
+            awr_vs_bc_check=not args.no_awr_vs_bc, ot=ot,
+        )
+    except (DiagnosticError, ReplayError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    files = {ext: str(out_dir / f"{name}.{ext}") for ext in ("json", "md", "png")}
+    report["files"] = files
+    st = report["source_targets"]
+    plot_source_report(
+        [GroupCurve.from_dict(k, c) for k, c in report["curves"].items()],
+        {**{k: st[k]["mean_error"] for k in ("aligned", "realised", "gated")},
+         **{f"{k} (weighted)": st[k]["weighted_mean_error"] for k in ("aligned", "realised")}},
+        files["png"],
+        title=f"{report['algo']} seed {report['seed']} on {report['env']} (source {report['source_env']}), "
+              f"{report['n']} source transitions, RL step {report['rl_step']}",
+    )
+    write_json_atomic(files["json"], report)
+    write_text_atomic(files["md"], report_markdown(report) + "\n")
+
+    print(f"{report['env']}: {report['n']} source transitions replayed ({report['algo']} seed {report['seed']}, "
+          f"{report['checkpoint_phase']}, RL step {report['rl_step']})")
+    for k in ("aligned", "realised", "gated", "run"):
+        print(f"  {k:9s} target: mean error {st[k]['mean_error']:.4g}, TBM-weighted {st[k]['weighted_mean_error']:.4g}"
+              + (f"  (the run's: {st['run_kind']})" if k == "run" else ""))
+    for cname, c in report["curves"].items():
+        print(f"  {cname:22s} Spearman rho: groups {c['spearman_groups']:+.3f}, rows {c['spearman_items']:+.3f}")
+    pr = report["predictor"]["latent_mse"]
+    print(f"  h latent MSE: target hold-out {pr['target_holdout']:.4g}, source prediction {pr['source_prediction_vs_true']:.4g}"
+          f", source's own next state {pr['source_own_vs_true']:.4g}")
+    adv = report["advantages"]
+    print(f"  advantages: mean Q {adv['mean_q']:.4g}, std A {adv['std_advantage']:.3g}")
+    for c in adv["compare"]:
+        print(f"    vs {c['label']}: Spearman rho advantage {c['spearman_advantage']:+.3f}, Q {c['spearman_q']:+.3f}")
+    if "awr_vs_bc" in report:
+        b = report["awr_vs_bc"]
+        print(f"  AWR (run) {b['run']['normalized_score']:.1f} vs BC {b['bc']['normalized_score']:.1f} (normalised, "
+              f"{b['episodes']} episodes); action distance run-BC {b['action_distance']['run_vs_bc']:.3g}")
+    print(f"report: {files['md']}  numbers: {files['json']}  figure: {files['png']}")
+    return report
 
 
 if __name__ == "__main__":
