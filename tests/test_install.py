@@ -30,6 +30,12 @@ SCRIPT = textwrap.dedent(
     from tabb_torchrl.behavior.policies import list_behavior_policies, load_behavior_policy
     from tabb_torchrl.data import reference_returns
     from tabb_torchrl.behavior.catalogue import build_catalogue, load_dataset_returns
+    import importlib, pkgutil
+    subpackages = sorted(m.name for m in pkgutil.walk_packages(tabb_torchrl.__path__, "tabb_torchrl.") if m.ispkg)
+    for name in subpackages:
+        importlib.import_module(name)
+    import importlib.resources as resources
+    config_groups = sorted(p.name for p in resources.files("tabb_torchrl._config").iterdir() if p.is_dir())
     env = make_env("tabb/Hopper-morph-v0")
     radius = float(env.unwrapped.model.geom("torso_geom").size[0])
     obs, _ = env.reset(seed=0)
@@ -45,6 +51,8 @@ SCRIPT = textwrap.dedent(
         "ours": list(reference_returns("Hopper-v5", "ours")),
         "n_rows": len(build_catalogue()),
         "n_recorded": len(load_dataset_returns()),
+        "subpackages": subpackages,
+        "config_groups": config_groups,
     }))
     """
 )
@@ -57,6 +65,7 @@ def _copy_project(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(REPO / "tabb_torchrl", dst / "tabb_torchrl", ignore=ignore)
     shutil.copytree(REPO / "envs", dst / "envs", ignore=ignore)
+    shutil.copytree(REPO / "recipes" / "config", dst / "recipes" / "config", ignore=ignore)
 
 
 def test_non_editable_install_has_catalogue_policies_and_tables(tmp_path):
@@ -91,6 +100,17 @@ def test_non_editable_install_has_catalogue_policies_and_tables(tmp_path):
     assert info["policies"] == len(list_behavior_policies()) >= 5
     assert info["action_shape"] == [3]
     assert info["n_rows"] == len(build_catalogue()) and info["n_recorded"] == len(load_dataset_returns()) > 0
+
+    # every sub-package of the checkout is in the wheel (pyproject lists them by hand), and the recipe's config
+    import pkgutil
+
+    import tabb_torchrl
+
+    here = sorted(m.name for m in pkgutil.walk_packages(tabb_torchrl.__path__, "tabb_torchrl.") if m.ispkg)
+    missing = sorted(set(here) - set(info["subpackages"]))
+    assert not missing, f"{missing}: add the missing sub-packages to [tool.setuptools] packages in pyproject.toml"
+    assert {"tabb_torchrl._catalogue", "tabb_torchrl._config"} <= set(info["subpackages"])
+    assert {"algo", "env", "data", "loss", "model", "optim"} <= set(info["config_groups"])
 
     cli = subprocess.run([py, "-m", "tabb_torchrl.envs"], cwd=work, env=env, capture_output=True, text=True)
     assert cli.returncode == 0 and "tabb/Hopper-morph-v0" in cli.stdout, cli.stderr[-2000:]
