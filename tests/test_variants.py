@@ -368,3 +368,46 @@ def test_smoke_run_of_each_variant(variant, update, workdir):
         assert (scalars / "pretrain_stage2" / "stage2_reg_penalty.csv").exists()
     if variant == "ensemble":
         assert next(iter(ckpt["loss_module"][k] for k in ckpt["loss_module"] if "qvalue" in k)).shape[0] == 5
+
+
+# ---------------------------------------------------------------- the named variants (recipes/config/algo/tabb_*.yaml)
+NAMED = {  # algo file: the settings it changes besides algo.name / algo.variant_of
+    "tabb_rscale": {"data.reward_scale": "iql_locomotion"},
+    "tabb_sq": {"loss.huber_delta": None},
+    "tabb_q10": {"loss.num_qvalue_nets": 10},
+    "tabb_realised": {"loss.source_target": "realised"},
+    "tabb_gated": {"loss.source_target": "gated"},
+    "tabb_s2reg": {"pretrain.stage2_reg": 0.1},
+    "tabb_residual": {"model.predictor": "residual"},
+    "tabb_vsrc": {"algo.source_in_value": True},
+}
+
+
+@pytest.mark.parametrize("name", list(NAMED))
+def test_each_named_variant_is_tabb_with_its_one_change(name):
+    from tabb_torchrl.pipeline.config import config_diff
+
+    cfg = _cfg(algo=name)
+    validate_config(cfg)
+    diff = config_diff(_cfg(), cfg)
+    assert diff.pop("algo.name") == ("tabb", name)
+    assert diff.pop("algo.variant_of") == ("<absent>", "tabb")
+    assert {k: v[1] for k, v in diff.items()} == NAMED[name]
+
+
+def test_variant_of_must_name_a_registered_algorithm():
+    with pytest.raises(ConfigError, match="algo.name='tabb_x' is unknown"):
+        validate_config(_cfg(**{"algo.name": "tabb_x"}))
+    with pytest.raises(ConfigError, match="algo.name='tabb_x' is unknown"):
+        validate_config(_cfg(**{"algo.name": "tabb_x", "+algo.variant_of": "nope"}))
+    validate_config(_cfg(**{"algo.name": "tabb_x", "+algo.variant_of": "tabb"}))
+    with pytest.raises(ConfigError, match="variant_of=cql"):
+        validate_config(_cfg(**{"algo.name": "cql_x", "+algo.variant_of": "cql"}))
+
+
+def test_a_named_variant_runs_through_the_recipe(workdir):
+    run_dir = workdir / "named_gated"
+    run_recipe(["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "pretrain.stage1_steps=40",
+                "pretrain.stage2_steps=20", "optim.steps=40", "eval.every=40", "eval.episodes=1", "algo=tabb_gated",
+                f"run_dir={run_dir}"], cwd=workdir)
+    assert json.loads((run_dir / "summary.json").read_text())["algo"] == "tabb_gated"

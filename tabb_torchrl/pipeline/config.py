@@ -601,10 +601,15 @@ def validate_config(cfg: Any) -> None:
         tabb_torchrl.pipeline.config.ConfigError: algo.name='nope' is unknown; valid: tabb, iql_mixed, ... Fix: pass algo=<one of them>.
     """
     algo = _get(cfg, "algo.name")
+    # a named variant (recipes/config/algo/tabb_*.yaml: algo.variant_of=tabb) runs its base algorithm's code
+    base = _get(cfg, "algo.variant_of")
     _require(
-        algo in ALGOS,
-        f"algo.name={algo!r} is unknown; valid: {', '.join(ALGOS)}. Fix: pass algo=<one of them>.",
+        algo in ALGOS or (base in ALGOS and bool(algo)),
+        f"algo.name={algo!r} is unknown; valid: {', '.join(ALGOS)} (or a variant whose algo.variant_of names one). "
+        "Fix: pass algo=<one of them>.",
     )
+    _require(base != "cql", "algo.variant_of=cql is not supported (CQL runs its own update, chosen by algo.name). "
+                            "Fix: set the CQL options on algo=cql itself.")
     # env ------------------------------------------------------------------
     env_id = _get(cfg, "env.id")
     _require(bool(env_id), "env.id is empty. Fix: pick a task with env=<group> or env.id=<id>.")
