@@ -99,11 +99,9 @@ def without_added_defaults(data: Any) -> Any:
     data = to_container(data)
     if not isinstance(data, Mapping):
         return data
-    flat_keys = any("." in str(k) for k in data)
-    if flat_keys:
-        return {k: v for k, v in data.items() if not (k in ADDED_DEFAULTS and _is_default(v, ADDED_DEFAULTS[k]))}
-    drop = tuple(k for k, default in ADDED_DEFAULTS.items() if _is_default(_get_exact(data, k), default))
-    return _without(dict(data), drop)
+    out = {k: v for k, v in data.items() if not (k in ADDED_DEFAULTS and _is_default(v, ADDED_DEFAULTS[k]))}
+    drop = tuple(k for k, default in ADDED_DEFAULTS.items() if _is_default(_get_exact(out, k), default))
+    return _without(out, drop)
 
 
 def _is_default(value: Any, default: Any) -> bool:
