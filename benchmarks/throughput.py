@@ -27,7 +27,16 @@ values), batch 256, MLPs of two hidden layers of 256, a twin critic:
   ``TABBTrainer.rl_step()``: ``fused`` (the default fast flat-tensor step) or
   ``modular`` (``rb.sample()`` + the TorchRL loss module), compiled by
   ``compile.enabled=true`` as the recipe does. ``--algos`` times other
-  cross-domain methods (plug-ins) on the same path, for their extra cost per update.
+  cross-domain methods (plug-ins) on the same path, for their extra cost per update,
+  and the algos with their own backbone (``cql``, ``mobody``, ``bosa``:
+  :mod:`tabb_torchrl.pipeline.backbones`), built as the recipe builds them; their
+  pre-training is cut short unless ``--full-pretrain`` (it does not change the cost
+  of an update), and MOBODY's model-row refresh, which runs once every
+  ``algo.mobody.rollout_every`` updates, is timed on its own and reported per update.
+
+Own-backbone baselines against TABB (smallest setting, a check that it runs)::
+
+    python benchmarks/throughput.py --only tabb --no-compile --algos cql,mobody,bosa --updates 20 --repeats 1 --warmup 3 --source 20000
 
 "compiled" wraps the update (plain IQL, TorchRL: the whole update function;
 the recipe: what ``compile.enabled`` compiles) in ``torch.compile`` (``--compile-mode``). Each configuration is
@@ -183,14 +192,21 @@ def build_trainer(source, target, overrides: list[str]):
     )
     import tempfile
 
+    from tabb_torchrl.pipeline.backbones import own_backbone
+
     cfg = compose_cfg(["env=halfcheetah_morph", "progress=false", "logger.backend=", *overrides])
     device = torch.device("cpu")
     latent_model = make_latent_model(cfg, OBS_DIM, ACT_DIM)
     model_loss = make_latent_model_loss(cfg, latent_model)
-    actor, qvalue, value = make_rl_networks(cfg, OBS_DIM, ACT_DIM, latent_model)
-    loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
-    optimizers = make_optimizers(cfg, loss_module)
-    scheduler = make_actor_scheduler(cfg, optimizers["actor"])
+    backbone = own_backbone(cfg.algo.name)
+    if backbone is not None:  # cql, mobody, bosa: their own networks and update, as the recipe builds them
+        actor, loss_module, target_updater, optimizers = backbone.make(cfg, cfg.env.id, device=device)
+        scheduler = None
+    else:
+        actor, qvalue, value = make_rl_networks(cfg, OBS_DIM, ACT_DIM, latent_model)
+        loss_module, target_updater = make_loss(cfg, actor, qvalue, value, latent_model)
+        optimizers = make_optimizers(cfg, loss_module)
+        scheduler = make_actor_scheduler(cfg, optimizers["actor"])
     trainer = TABBTrainer(
         cfg, run_dir=tempfile.mkdtemp(prefix="tabb_bench_"), device=device, source=source, target=target,
         latent_model=latent_model, model_loss=model_loss, actor=actor, loss_module=loss_module,
@@ -214,12 +230,44 @@ class TABBRecipeBench(Bench):
         self.cfg, self.trainer = build_trainer(source, target, overrides)
         self.trainer.progress.phase = "rl"
         t0 = time.perf_counter()
-        self.trainer.prepare_rl()  # freeze, cache latents, buffer, update
+        self.trainer.prepare_rl()  # freeze, cache latents (or the method's pre-training), buffer, update
         self.cache_s = time.perf_counter() - t0
         self.note = f"TABBTrainer.rl_step(); latent cache {self.trainer.latent_cache_mb:.0f} MiB in {self.cache_s:.1f} s"
+        self.refresh_per_update_s = 0.0
+        if algo in OWN_BACKBONE_ALGOS:
+            self.note = f"TABBTrainer.rl_step(); prepare_rl (pre-training, buffer) {self.cache_s:.1f} s"
+        if algo == "mobody":  # the model-row refresh runs once every rollout_every updates: timed on its own
+            lm = self.trainer.loss_module
+            t0 = time.perf_counter()
+            lm.method.refresh_model_rows(lm.policy)
+            refresh_s = time.perf_counter() - t0
+            self.refresh_per_update_s = refresh_s / lm.method.rollout_every
+            self.note += (f"; model-row refresh {refresh_s:.1f} s every {lm.method.rollout_every} updates "
+                          f"(+{1e3 * self.refresh_per_update_s:.2f} ms per update, not in the rate)")
 
     def step(self):
         return self.trainer.rl_step()
+
+
+#: Algos with their own backbone (tabb_torchrl.pipeline.backbones) and the overrides that cut their
+#: pre-training for the benchmark (``--full-pretrain`` keeps the configured one).
+OWN_BACKBONE_ALGOS = ("cql", "mobody", "bosa")
+SHORT_PRETRAIN = {
+    "mobody": ["algo.mobody.dynamics_max_epochs=1", "algo.mobody.dara_classifier_steps=100"],
+    "bosa": ["algo.bosa.pretrain_steps=100"],
+}
+
+
+def _applies(algo: str, override: str) -> bool:
+    """Whether an ``--extra`` override reaches ``algo``: ``algo.method_kwargs.<k>`` when its method takes
+    ``k``, ``algo.<section>.<k>`` when its config has that section, anything else always."""
+    key = override.split("=")[0].lstrip("+")
+    parts = key.split(".")
+    if parts[0] != "algo" or len(parts) < 3:
+        return True
+    if parts[1] == "method_kwargs":
+        return parts[-1] in _kwargs_of(algo)
+    return parts[1] in compose_cfg([f"algo={algo}"]).algo
 
 
 def _kwargs_of(algo: str) -> set[str]:
@@ -320,6 +368,8 @@ def main() -> None:
     p.add_argument("--extra", action="append", default=[], help="a hydra override of the recipe for the --algos "
                    "runs (repeatable), e.g. algo.method_kwargs.repr_steps=50 to shorten a method's pre-training")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    p.add_argument("--full-pretrain", action="store_true", help="keep the configured pre-training of the own-"
+                   "backbone algos (default: cut short, see SHORT_PRETRAIN; the cost of an update is the same)")
     p.add_argument("--pretrain", action="store_true", help="also time latent pre-training")
     p.add_argument("--pretrain-steps", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="smoke check: few updates, 2 repeats")
@@ -353,8 +403,8 @@ def main() -> None:
         if "tabb" in only:
             benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused"))
         for algo in algos:
-            extra = [e for e in args.extra if not e.startswith("algo.method_kwargs.")
-                     or e.split("=")[0].split(".")[-1] in _kwargs_of(algo)]
+            short = [] if args.full_pretrain else SHORT_PRETRAIN.get(algo, [])
+            extra = [e for e in [*short, *args.extra] if _applies(algo, e)]
             benches.append(TABBRecipeBench(source, target, compiled, args.compile_mode, "fused", algo, extra))
     # the reference (uncompiled plain IQL) always first
     for b in benches:
@@ -404,7 +454,13 @@ def main() -> None:
     for b in benches:
         if not getattr(b, "recipe", False) and b.name.split(" ")[0] in algos:
             base = tabb_rate.get("compiled" in b.name)
-            summary_lines.append(f"{b.name}: {base / med[b.name]:.2f}x tabb's time per update.")
+            per_update = 1.0 / med[b.name] + getattr(b, "refresh_per_update_s", 0.0)
+            if base is None:
+                summary_lines.append(f"{b.name}: {1e3 * per_update:.2f} ms per update.")
+            else:
+                summary_lines.append(f"{b.name}: {base * per_update:.2f}x tabb's time per update"
+                                     + (" (model-row refreshes included)" if getattr(b, "refresh_per_update_s", 0.0)
+                                        else "") + ".")
     for line in summary_lines:
         print(line)
     if args.markdown:

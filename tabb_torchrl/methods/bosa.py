@@ -30,6 +30,7 @@ from torch import nn
 
 from tabb_torchrl.keys import SOURCE
 from tabb_torchrl.methods.otdf import BehaviorVAE
+from tabb_torchrl.objectives.functional import masked_mean
 from tabb_torchrl.pipeline.td3 import INITS, CriticTerms, EnsembleMLP, TD3Batch, TD3Method
 
 __all__ = [
@@ -382,17 +383,15 @@ class BOSA(TD3Method):
             ll = self.dynamics_vae.log_likelihood(batch.observation, batch.action, batch.next_observation,
                                                   self.dynamics_beta, self.num_samples)
             mask = support_mask(ll, self.dynamics_epsilon)
-        src = batch.domain == SOURCE
-        extra = self.conservative_coef * q[:, src].mean(-1).sum() if bool(src.any()) else None
-        tgt = ~src
+        src = batch.domain == SOURCE  # masked means, no data-dependent shapes (torch.compile keeps one graph)
+        extra = self.conservative_coef * masked_mean(q, src.unsqueeze(0).expand_as(q), dim=-1).sum()
         metrics = {
             "bosa_mask_ratio": mask.mean(),
-            "bosa_mask_ratio_source": mask[src].mean() if bool(src.any()) else torch.zeros(()),
-            "bosa_mask_ratio_target": mask[tgt].mean() if bool(tgt.any()) else torch.zeros(()),
+            "bosa_mask_ratio_source": masked_mean(mask, src),
+            "bosa_mask_ratio_target": masked_mean(mask, ~src),
             "bosa_min_log_likelihood": ll.amin(0).mean(),
+            "bosa_conservative_term": extra.detach(),
         }
-        if extra is not None:
-            metrics["bosa_conservative_term"] = extra.detach()
         return CriticTerms(row_weight=mask, extra=extra, metrics=metrics)
 
     def policy_neg_log_likelihood(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

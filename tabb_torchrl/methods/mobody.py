@@ -39,6 +39,7 @@ from torch import nn
 
 from tabb_torchrl.keys import SOURCE, TARGET
 from tabb_torchrl.methods.dara import DARA, LOG_RATIO_COLUMN, dara_reward
+from tabb_torchrl.objectives.functional import masked_mean
 from tabb_torchrl.pipeline.td3 import MODEL_ROWS, EnsembleMLP, TD3Batch, TD3Method
 
 __all__ = [
@@ -108,7 +109,8 @@ def penalize_and_filter(reward: torch.Tensor, uncertainty: torch.Tensor, coef: f
 
 
 def q_weighted_bc_loss(policy_action: torch.Tensor, data_action: torch.Tensor, q: torch.Tensor,
-                       temperature: float = 3.0, max_weight: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+                       temperature: float = 3.0, max_weight: float = 100.0, mask: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""MOBODY's Q-weighted behaviour cloning :math:`\operatorname{mean}_{i,j}\, w_i (\pi(s_i)_j - a_{ij})^2`.
 
     .. math::
@@ -124,6 +126,7 @@ def q_weighted_bc_loss(policy_action: torch.Tensor, data_action: torch.Tensor, q
         q (torch.Tensor): ``[B]`` ``Q(s, a)`` (detached).
         temperature (float): ``T``. Defaults to ``3.0``.
         max_weight (float): ``w_max``. Defaults to ``100.0``.
+        mask (torch.Tensor, optional): ``[B]`` bool, the rows that count (both means run over them only).
 
     Returns:
         ``(loss, w)``.
@@ -136,8 +139,8 @@ def q_weighted_bc_loss(policy_action: torch.Tensor, data_action: torch.Tensor, q
         >>> loss                                # (100 * 1 + 1 * 0) / 2
         tensor(50.)
     """
-    w = torch.exp(temperature * q / q.abs().mean()).clamp(max=max_weight)
-    return (w.unsqueeze(-1) * (policy_action - data_action) ** 2).mean(), w
+    w = torch.exp(temperature * q / masked_mean(q.abs(), mask)).clamp(max=max_weight)
+    return masked_mean((w.unsqueeze(-1) * (policy_action - data_action) ** 2).mean(-1), mask), w
 
 
 # ----------------------------------------------------------------------------- the dynamics model
@@ -545,7 +548,7 @@ class MOBODY(TD3Method):
         >>> m = MOBODY(obs_dim=2, action_dim=1, hidden=8, termination="none", source_penalty="none")
         >>> real = torch.tensor([0, 1, 2])                      # source, target, model row
         >>> b = TD3Batch(torch.zeros(3, 2), torch.zeros(3, 1), torch.zeros(3), torch.zeros(3, 2), torch.zeros(3), real)
-        >>> q = lambda s, a: torch.tensor([[4.0, 0.0], [5.0, 0.0]])     # min over the twins: [4, 0] -> w = [100, 1]
+        >>> q = lambda s, a: torch.tensor([[4.0, 0.0, 7.0], [5.0, 0.0, 9.0]])   # min: [4, 0, 7]; dataset rows: w = [100, 1]
         >>> loss, metrics = m.actor_regularizer(b, torch.tensor([[1.0], [0.0], [5.0]]), q)
         >>> loss                                                # the model row is not cloned: (100 * 1 + 0) / 2
         tensor(50.)
@@ -796,10 +799,10 @@ class MOBODY(TD3Method):
 
     def actor_regularizer(self, batch: TD3Batch, action: torch.Tensor, qvalues) -> tuple[torch.Tensor, dict]:
         """``bc_coef`` times :func:`q_weighted_bc_loss` on the dataset rows (``Q = min(Q_1, Q_2)`` at their actions)."""
-        real = batch.domain != MODEL_ROWS
-        q = qvalues(batch.observation[real], batch.action[real]).amin(0)
-        bc, w = q_weighted_bc_loss(action[real], batch.action[real], q, self.bc_temperature, self.bc_max_weight)
-        return self.bc_coef * bc, {"mobody_bc": bc.detach(), "mobody_bc_weight": w.mean()}
+        real = batch.domain != MODEL_ROWS  # masked means, no data-dependent shapes (torch.compile keeps one graph)
+        q = qvalues(batch.observation, batch.action).amin(0)
+        bc, w = q_weighted_bc_loss(action, batch.action, q, self.bc_temperature, self.bc_max_weight, mask=real)
+        return self.bc_coef * bc, {"mobody_bc": bc.detach(), "mobody_bc_weight": masked_mean(w, real)}
 
     def extra_repr(self) -> str:
         return (f"source_penalty={self.source_penalty!r}, penalty_coef={self.penalty_coef}, "

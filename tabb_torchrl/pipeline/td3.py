@@ -53,6 +53,7 @@ __all__ = [
     "EnsembleMLP",
     "make_td3_actor",
     "TD3Batch",
+    "CriticTerms",
     "TD3Method",
     "td3_target",
     "masked_td_loss",
@@ -295,7 +296,17 @@ class TD3Batch:
 
 @dataclass
 class CriticTerms:
-    """What a method adds to the critic loss: per-row weights of the TD errors, an extra loss, metrics."""
+    """What a method adds to the critic loss (:meth:`TD3Method.critic_terms`).
+
+    Attributes:
+        row_weight (torch.Tensor, optional): ``[B]`` weights of the rows' squared TD errors (``1`` when ``None``).
+        extra (torch.Tensor, optional): a scalar added to the critic loss.
+        metrics (dict): detached numbers to log.
+
+    Examples:
+        >>> CriticTerms().row_weight is None
+        True
+    """
 
     row_weight: torch.Tensor | None = None
     extra: torch.Tensor | None = None
