@@ -125,10 +125,15 @@ class Policy(TensorDictModuleBase):
         from torchrl.envs.utils import ExplorationType, set_exploration_type
 
         mode = set_exploration_type(ExplorationType.DETERMINISTIC) if self.deterministic else contextlib.nullcontext()
+        dtype = self.action_low.dtype
+        inputs = tensordict.select(*self.in_keys)  # float64 observations (TorchRL's GymEnv) read as float32
+        inputs = inputs.apply(lambda t: t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
         with mode:
-            out = self.actor(tensordict)
-        out.set("action", torch.maximum(torch.minimum(out.get("action"), self.action_high), self.action_low))
-        return out
+            out = self.actor(inputs)
+        action = out.get("action")
+        out.set("action", torch.maximum(torch.minimum(action, self.action_high), self.action_low))
+        tensordict.update(out.exclude(*self.in_keys))
+        return tensordict
 
     def __call__(self, *args, **kwargs):
         obs = args[0] if args else None
@@ -245,7 +250,7 @@ class Agent:
         RuntimeError: the agent has no policy yet. Fix: call agent.fit(...) first, or load a trained one with Agent.load(path).
     """
 
-    #: The algorithm of a subclass (``TABB.algo == "tabb"``); ``None`` for :class:`Agent` itself.
+    #: The algorithm of a subclass (``TABB.algo_name == "tabb"``); ``None`` for :class:`Agent` itself.
     algo_name: str | None = None
 
     def __init__(self, algo: str | None = None, overrides: Sequence[str] = (), **settings: Any):
@@ -268,7 +273,7 @@ class Agent:
     # ------------------------------------------------------------------ properties
     @property
     def config(self):
-        """The configuration (an omegaconf ``DictConfig``; :meth:`fit` runs a copy of it)."""
+        """The configuration (an omegaconf ``DictConfig``); after :meth:`fit`, the one the run used."""
         return self._config
 
     @property
@@ -340,6 +345,15 @@ class Agent:
         Raises:
             ConfigError: a bad argument, setting or dataset (nothing written when found before the start).
             tabb_torchrl.pipeline.trainer.NonFiniteLossError: a loss became NaN or inf.
+
+        Examples:
+            >>> import tempfile
+            >>> work = tempfile.mkdtemp()
+            >>> agent = make_agent("iql_target", preset="smoke", data__root=work, run_dir=f"{work}/run",
+            ...                    pretrain__stage1_steps=10, pretrain__stage2_steps=10)
+            >>> summary = agent.fit(steps=10, progress=False)
+            >>> summary["steps"], [e["step"] for e in agent.history], agent.predict([0.0] * 11).shape
+            (10, [10], (3,))
         """
         from omegaconf import OmegaConf
 

@@ -23,11 +23,31 @@ A run goes through these steps, each a function here, and both entry points call
 :meth:`tabb_torchrl.api.Agent.save`) without any dataset.
 
 Examples:
+    The steps one by one (a tiny target-only run; :func:`run_experiment` does the same in one call):
+
     >>> import tempfile
     >>> from tabb_torchrl.pipeline.compose import compose_config
-    >>> plan = plan_run(compose_config("iql_target", ["+preset=smoke"], seed=3), default_run_dir=tempfile.mkdtemp())
-    >>> plan.name, plan.source_id
-    ('iql_target_tabb-Hopper-morph-v0_seed3', None)
+    >>> work = tempfile.mkdtemp()
+    >>> cfg = compose_config("iql_target", ["+preset=smoke"], data__root=work, run_dir=f"{work}/run", progress=False,
+    ...                      optim__steps=10, pretrain__stage1_steps=10, pretrain__stage2_steps=10)
+    >>> plan = plan_run(cfg, default_run_dir=None)
+    >>> plan.name, plan.source_id, plan.run_dir.exists()
+    ('iql_target_tabb-Hopper-morph-v0_seed0', None, False)
+    >>> start_run(plan)
+    >>> source, target, obs_dim, action_dim = load_data(plan)
+    >>> source is None, target.shape[0], obs_dim, action_dim
+    (True, 600, 11, 3)
+    >>> parts = build_components(plan.cfg, plan.env_id, obs_dim, action_dim, plan.device)
+    >>> trainer = build_trainer(plan, source, target, parts)
+    >>> trainer.run()
+    True
+    >>> trainer.evaluator.close()
+    >>> summary = summarise(plan, trainer)
+    >>> summary["steps"], sorted(p.name for p in plan.run_dir.iterdir())
+    (10, ['checkpoint.pt', 'config.yaml', 'learning_curve.png', 'logs', 'run_state.json', 'summary.json'])
+    >>> cfg2, parts2, state, env_id = load_run(plan.run_dir)
+    >>> state["progress"]["rl_step"], env_id
+    (10, 'tabb/Hopper-morph-v0')
 """
 from __future__ import annotations
 
@@ -233,6 +253,9 @@ def start_run(plan: RunPlan, *, info: Mapping[str, Any] | None = None) -> None:
 
     Keyword Args:
         info: more entries for ``run_state.json``.
+
+    Examples:
+        See the module's example (every step in order).
     """
     from omegaconf import OmegaConf
 
@@ -288,6 +311,9 @@ def load_data(plan: RunPlan, *, source: TensorDictBase | None = None, target: Te
 
     Returns:
         ``(source, target, obs_dim, action_dim)``; ``source`` is ``None`` for target-only runs.
+
+    Examples:
+        See the module's example (every step in order).
     """
     cfg = plan.cfg
     obs_dim, action_dim = env_dims(plan.env_id)
@@ -345,6 +371,9 @@ class Components:
         target_updater: the ``SoftUpdate`` of the target networks.
         optimizers (dict): the RL optimisers.
         scheduler: the actor learning-rate scheduler or ``None``.
+
+    Examples:
+        Built by :func:`build_components` (see its example and the module's).
     """
 
     latent_model: Any
@@ -415,6 +444,9 @@ def build_trainer(plan: RunPlan, source, target, parts: Components, *,
 
     Returns:
         TABBTrainer: ready for ``run()``; ``trainer.evaluator`` is closed by :func:`run_experiment`.
+
+    Examples:
+        See the module's example (every step in order).
     """
     from omegaconf import OmegaConf
 
@@ -461,6 +493,9 @@ def summarise(plan: RunPlan, trainer) -> dict:
 
     Returns:
         dict: the summary (keys: :data:`~tabb_torchrl.pipeline.SUMMARY_KEYS`).
+
+    Examples:
+        See the module's example (every step in order).
     """
     from tabb_torchrl.pipeline.summary import build_summary, plot_learning_curve, write_json_atomic
 
@@ -494,6 +529,12 @@ def evaluate_perturbations(plan: RunPlan, actor, summary: dict | None = None):
 
     Returns:
         RobustnessReport or None: ``None`` when ``eval.perturbations`` is not set.
+
+    Examples:
+        >>> from tabb_torchrl.pipeline.compose import compose_config
+        >>> plan = RunPlan(compose_config("tabb"), "h", "tabb/Hopper-morph-v0", "Hopper-v5", "n", "cpu", None)
+        >>> evaluate_perturbations(plan, actor=None) is None  # eval.perturbations=null
+        True
     """
     import json
 
@@ -539,6 +580,9 @@ class RunResult:
         complete (bool): ``False`` when the session stopped at ``max_steps_this_session``.
         summary (dict or None): the summary (``None`` when not complete).
         robustness: the :class:`~tabb_torchrl.robustness.RobustnessReport` of ``eval.perturbations`` (or ``None``).
+
+    Examples:
+        Returned by :func:`run_experiment`; :meth:`tabb_torchrl.api.Agent.fit` reads it.
     """
 
     plan: RunPlan
@@ -573,6 +617,9 @@ def run_experiment(cfg: Any, *, default_run_dir: str | os.PathLike | None = None
         ConfigError: a configuration or data problem (nothing written when found before the start).
         tabb_torchrl.data.DatasetError: a dataset that cannot be read.
         tabb_torchrl.pipeline.trainer.NonFiniteLossError: a loss became NaN or inf.
+
+    Examples:
+        See the module's example (the same steps one by one), and :meth:`tabb_torchrl.api.Agent.fit`.
     """
     plan = plan_run(cfg, default_run_dir=default_run_dir, overridden=overridden)
     start_run(plan, info=run_state)
@@ -610,6 +657,15 @@ def load_run(path: str | os.PathLike, *, device: torch.device | str = "cpu", che
     Raises:
         FileNotFoundError: no such path, no ``config.yaml`` or no checkpoint (the message says why and the fix).
         ConfigError: a damaged checkpoint, or one that does not fit the configuration.
+
+    Examples:
+        See the module's example; a folder that is not a run:
+
+        >>> import tempfile
+        >>> load_run(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ... is not a run directory: it has no config.yaml. Fix: ...
     """
     from omegaconf import OmegaConf
 
