@@ -93,6 +93,18 @@ def test_the_api_config_is_the_recipe_config(root, recipe_run):
     assert TABB(preset="smoke").config == compose_config(None, ["+preset=smoke"])
 
 
+def test_compose_inside_a_hydra_app_leaves_its_state():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tabb_torchrl.pipeline.compose import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir() / "env"), version_base="1.3"):
+        assert compose_config("cql").algo.name == "cql"
+        assert compose(config_name="hopper_morph").id == "tabb/Hopper-morph-v0"  # the app's own search path
+    assert not GlobalHydra.instance().is_initialized()
+
+
 def test_settings_spellings_agree():
     a = make_agent("iql_target", ["optim.steps=7", "env=walker2d_friction"]).config
     b = make_agent("iql_target", optim__steps=7, env="walker2d_friction").config
@@ -298,6 +310,17 @@ def test_load_policy_of_a_recipe_run(recipe_run, fitted):
     td = policy(TensorDict(observation=torch.as_tensor(obs), batch_size=[4]))
     assert np.array_equal(td["action"].detach().numpy(), policy(obs))
     assert policy.in_keys == ["observation"] and "action" in policy.out_keys
+    # a TorchRL env (float64 observations) rolls it out, deterministically
+    from torchrl.envs import GymEnv
+
+    env = GymEnv("tabb/Hopper-morph-v0")
+    env.set_seed(0)
+    with torch.no_grad():
+        rollout = env.rollout(10, policy)
+    env.close()
+    first = rollout["observation"][:1].numpy()
+    assert rollout["observation"].dtype == torch.float64
+    assert np.array_equal(rollout["action"][:1].numpy(), policy(first.astype(np.float32)))
 
 
 def test_load_policy_errors(root, recipe_run):
