@@ -301,10 +301,11 @@ def fit_bc_actor(run: LoadedRun, target: TensorDictBase, *, steps: int = 3000, b
     from tabb_torchrl.modules import make_actor
 
     m = run.cfg.model
-    torch.manual_seed(int(seed))
-    actor = make_actor(run.obs_dim, run.action_dim, hidden_sizes=tuple(m.actor_hidden), activation=m.activation,
-                       log_std_init=float(m.actor_log_std_init), log_std_min=float(m.actor_log_std_min),
-                       log_std_max=float(m.actor_log_std_max))
+    with torch.random.fork_rng():  # the initialisation draws from a seeded generator, not the caller's stream
+        torch.manual_seed(int(seed))
+        actor = make_actor(run.obs_dim, run.action_dim, hidden_sizes=tuple(m.actor_hidden), activation=m.activation,
+                           log_std_init=float(m.actor_log_std_init), log_std_min=float(m.actor_log_std_min),
+                           log_std_max=float(m.actor_log_std_max))
     opt = torch.optim.Adam(actor.parameters(), lr=float(lr if lr is not None else run.cfg.optim.lr_actor))
     gen = torch.Generator().manual_seed(int(seed))
     obs, act = target["observation"].float(), target["action"].float()
@@ -363,6 +364,12 @@ def awr_vs_bc(run: LoadedRun, target: TensorDictBase, *, bc_steps: int = 3000, e
     out["action_distance"] = {"run_vs_bc": dist(a_run, a_bc), "run_vs_data": dist(a_run, act),
                               "bc_vs_data": dist(a_bc, act)}
     return out
+
+
+def _plain(node: Any) -> Any:
+    from tabb_torchrl.pipeline.config import to_container
+
+    return to_container(node)
 
 
 def _summary(x: np.ndarray, w: np.ndarray | None = None) -> dict:
@@ -485,7 +492,8 @@ def source_diagnostic(
         "checkpoint_phase": run.progress["phase"],
         "rl_step": int(run.progress["rl_step"]),
         "pretrain_steps": [int(run.progress["stage1_step"]), int(run.progress["stage2_step"])],
-        "data": {"source_rows": int(source.shape[0]), "target_rows": int(target.shape[0])},
+        "data": {"source": _plain(run.cfg.data.source), "target": _plain(run.cfg.data.target),
+                 "source_rows": int(source.shape[0]), "target_rows": int(target.shape[0])},
         "reward_scale": float(factor),
         "gamma": run.gamma,
         "n": int(idx.size),
