@@ -52,6 +52,7 @@ Examples:
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -626,15 +627,34 @@ def run_experiment(cfg: Any, *, default_run_dir: str | os.PathLike | None = None
     src, tgt, obs_dim, action_dim = load_data(plan, source=source, target=target)
     parts = build_components(plan.cfg, plan.env_id, obs_dim, action_dim, plan.device)
     trainer = build_trainer(plan, src, tgt, parts, on_evaluate=on_evaluate)
+    start_step = trainer.progress.global_step
     try:
         complete = trainer.run()
     finally:
         trainer.evaluator.close()
     if not complete:
         return RunResult(plan, trainer, False)
+    earlier = _finished_summary(plan, trainer) if trainer.progress.global_step == start_step else None
+    if earlier is not None:  # a finished run resumed (a sweep run again): its summary stays as measured
+        _LOG.info("run %s had already finished: summary.json kept as written", plan.run_dir)
+        if earlier.get("robustness") is not None or not plan.perturbations:
+            return RunResult(plan, trainer, True, earlier)
+        return RunResult(plan, trainer, True, earlier, evaluate_perturbations(plan, trainer.actor, earlier))
     summary = summarise(plan, trainer)
     report = evaluate_perturbations(plan, trainer.actor, summary)
     return RunResult(plan, trainer, True, summary, report)
+
+
+def _finished_summary(plan: RunPlan, trainer) -> dict | None:
+    """The run directory's ``summary.json`` when it summarises this configuration at the trainer's step."""
+    path = plan.run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (isinstance(summary, dict) and summary.get("config_hash") == plan.config_hash
+            and summary.get("steps") == trainer.progress.rl_step)
+    return summary if same else None
 
 
 # ----------------------------------------------------------------------------- a trained run, without data
