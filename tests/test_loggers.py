@@ -133,3 +133,15 @@ def test_recipe_with_logger_tensorboard_writes_event_files(tmp_path):
     assert [s for s, _ in scalars["train/loss_qvalue"]] == [50, 100]
     assert [s for s, _ in scalars["pretrain_stage1/loss_model"]] == [50]
     assert not (run_dir / "logs" / folders[0].name / "scalars").exists()  # no CSV files with this backend
+
+
+def test_missing_backend_is_refused_by_the_config_check():
+    """``logger=wandb`` without wandb installed stops at the config check, before any dataset is made."""
+    import importlib.util
+
+    from tabb_torchrl.pipeline import MissingLoggerBackendError, compose_config, validate_config
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(MissingLoggerBackendError, match=r"pip install -e '\.\[wandb\]'"):
+        validate_config(compose_config("tabb", ["+preset=smoke", "logger=wandb"]))

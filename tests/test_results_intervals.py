@@ -210,3 +210,16 @@ def test_cli_errors(tmp_path, capsys):
 def test_collect_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         collect_summaries(tmp_path / "nope")
+
+
+def test_an_option_added_later_at_its_default_does_not_split_a_cell(tmp_path, capsys):
+    """Runs written before an option existed (absent from their config) and after (at its default) agree."""
+    runs = _runs({"A": [1.0, 2.0]})
+    runs[0]["_config"] = {"seed": 0, "loss": {"tau": 1.0}}
+    runs[1]["_config"] = {"seed": 1, "loss": {"tau": 1.0, "source_target": "aligned"}}  # the default
+    assert main([str(_write_sweep(tmp_path / "old_new", runs)), "--out", str(tmp_path / "r"), "--reps", "50"]) == 0
+    runs = _runs({"A": [1.0, 2.0]})
+    runs[0]["_config"] = {"seed": 0, "loss": {"tau": 1.0}}
+    runs[1]["_config"] = {"seed": 1, "loss": {"tau": 1.0, "source_target": "gated"}}  # a real difference stops it
+    assert main([str(_write_sweep(tmp_path / "other", runs)), "--out", str(tmp_path / "r2"), "--reps", "50"]) == 2
+    assert "loss.source_target" in capsys.readouterr().err

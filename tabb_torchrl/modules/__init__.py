@@ -19,6 +19,8 @@ from tabb_torchrl.modules.latent import (
     Latents,
     StateActionEncoder,
     StateEncoder,
+    PREDICTORS,
+    ResidualPredictor,
     TargetDomainPredictor,
 )
 from tabb_torchrl.modules.rl import GaussianPolicyHead, evaluate_value, make_actor, make_latent_qvalue, make_latent_value
@@ -28,6 +30,8 @@ __all__ = [
     "StateEncoder",
     "StateActionEncoder",
     "TargetDomainPredictor",
+    "ResidualPredictor",
+    "PREDICTORS",
     "LatentModel",
     "Latents",
     "GaussianPolicyHead",

@@ -50,7 +50,7 @@ from tabb_torchrl.pipeline.factories import (
     scale_rewards,
     split_holdout,
 )
-from tabb_torchrl.pipeline.loggers import log_metrics, make_logger
+from tabb_torchrl.pipeline.loggers import MissingLoggerBackendError, log_metrics, make_logger
 from tabb_torchrl.pipeline.summary import (
     SUMMARY_KEYS,
     build_summary,
@@ -97,6 +97,7 @@ __all__ = [
     "make_latent_model",
     "make_latent_model_loss",
     "make_logger",
+    "MissingLoggerBackendError",
     "make_loss",
     "make_method",
     "make_optimizers",

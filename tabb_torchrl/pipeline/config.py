@@ -606,8 +606,11 @@ def validate_config(cfg: Any) -> None:
         f"algo.name={algo!r} is unknown; valid: {', '.join(ALGOS)} (or a variant whose algo.variant_of names one). "
         "Fix: pass algo=<one of them>.",
     )
-    _require(base != "cql", "algo.variant_of=cql is not supported (CQL runs its own update, chosen by algo.name). "
-                            "Fix: set the CQL options on algo=cql itself.")
+    from tabb_torchrl.pipeline.backbones import OWN_BACKBONES
+
+    _require(base not in OWN_BACKBONES,
+             f"algo.variant_of={base} is not supported ({base} runs its own backbone, chosen by algo.name). "
+             f"Fix: set the options on algo={base} itself.")
     # env ------------------------------------------------------------------
     env_id = _get(cfg, "env.id")
     _require(bool(env_id), "env.id is empty. Fix: pick a task with env=<group> or env.id=<id>.")
@@ -714,6 +717,9 @@ def validate_config(cfg: Any) -> None:
             f"{key}={value!r} is not a valid choice; valid: {', '.join(str(v) for v in valid)}. "
             f"Fix: set {key}=<one of them>.",
         )
+    from tabb_torchrl.pipeline.loggers import check_logger_backend
+
+    check_logger_backend(_get(cfg, "logger.backend"))  # a missing tensorboard / wandb: before any data is made
     scale = _get(cfg, "data.reward_scale")
     _require(
         scale in ("none", "iql_locomotion", None) or (_is_number(scale) and scale > 0),

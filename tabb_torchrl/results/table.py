@@ -231,13 +231,14 @@ def _read_config(path: Path) -> dict | None:
 
 def _settings(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     """The flat settings of a run that must agree within a cell (all but seed and runtime-only keys)."""
-    from tabb_torchrl.pipeline.config import HASH_EXCLUDED_KEYS, _flatten, _matches
+    from tabb_torchrl.pipeline.config import HASH_EXCLUDED_KEYS, _flatten, _matches, without_added_defaults
 
     config = summary.get("_config")
     if not isinstance(config, Mapping):
         return None
     ignored = (*HASH_EXCLUDED_KEYS, "seed")
-    return {k: v for k, v in _flatten(config).items() if not _matches(k, ignored)}
+    # options added after a run was written are absent from its config: at their default they compare equal
+    return without_added_defaults({k: v for k, v in _flatten(config).items() if not _matches(k, ignored)})
 
 
 def _show(value: Any) -> str:
