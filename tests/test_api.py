@@ -197,7 +197,7 @@ def test_perturbations_setting_is_runtime_only_and_checked(root):
         plan_run(cfg_lv, default_run_dir=None)
     assert not (root / "pert_bad").exists()
     # a run that hashed the new keys (code from before they became runtime-only) is still found by resume
-    from tabb_torchrl.pipeline.config import HASH_EXCLUDED_KEYS, _hash, _without, to_container, without_added_defaults
+    from tabb_torchrl.pipeline.config_hash import HASH_EXCLUDED_KEYS, _hash, _without, to_container, without_added_defaults
 
     data = dict(to_container(cfg))
     kept = tuple(k for k in HASH_EXCLUDED_KEYS if not k.startswith("eval.pert"))

@@ -382,10 +382,10 @@ def _summary(x: np.ndarray, w: np.ndarray | None = None) -> dict:
 def _config_changes(main: LoadedRun, other: LoadedRun) -> dict:
     """``{dotted key: [main's, other's]}`` of the settings that differ (besides seed and runtime-only keys);
     a key one run predates counts at its default (:data:`~tabb_torchrl.pipeline.config.ADDED_DEFAULTS`)."""
-    from tabb_torchrl.pipeline.config import ADDED_DEFAULTS, HASH_EXCLUDED_KEYS, _flatten, to_container
+    from tabb_torchrl.pipeline.config_hash import ADDED_DEFAULTS, HASH_EXCLUDED_KEYS, flatten_config, to_container
 
     def flat(cfg):
-        return {**ADDED_DEFAULTS, **_flatten(to_container(cfg))}
+        return {**ADDED_DEFAULTS, **flatten_config(to_container(cfg))}
 
     a, b = flat(main.cfg), flat(other.cfg)
     ignored = (*HASH_EXCLUDED_KEYS, "seed")

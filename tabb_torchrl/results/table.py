@@ -231,14 +231,14 @@ def _read_config(path: Path) -> dict | None:
 
 def _settings(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     """The flat settings of a run that must agree within a cell (all but seed and runtime-only keys)."""
-    from tabb_torchrl.pipeline.config import HASH_EXCLUDED_KEYS, _flatten, _matches, without_added_defaults
+    from tabb_torchrl.pipeline.config_hash import HASH_EXCLUDED_KEYS, flatten_config, matches_key, without_added_defaults
 
     config = summary.get("_config")
     if not isinstance(config, Mapping):
         return None
     ignored = (*HASH_EXCLUDED_KEYS, "seed")
     # options added after a run was written are absent from its config: at their default they compare equal
-    return without_added_defaults({k: v for k, v in _flatten(config).items() if not _matches(k, ignored)})
+    return without_added_defaults({k: v for k, v in flatten_config(config).items() if not matches_key(k, ignored)})
 
 
 def _show(value: Any) -> str:
@@ -250,9 +250,9 @@ def _label(summary: Mapping[str, Any], split_by: Sequence[str]) -> str:
     algo = str(summary["algo"])
     if not split_by:
         return algo
-    from tabb_torchrl.pipeline.config import _flatten
+    from tabb_torchrl.pipeline.config_hash import flatten_config
 
-    flat = _flatten(summary.get("_config") or {})
+    flat = flatten_config(summary.get("_config") or {})
     parts = [f"{k}={_show(flat.get(k, summary.get(k)))}" for k in split_by]
     return f"{algo} ({', '.join(parts)})"
 
