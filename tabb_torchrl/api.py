@@ -45,15 +45,10 @@ _LOG = logging.getLogger("tabb_torchrl.pipeline")
 
 def _env_spaces(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
     """``(obs_dim, action_low, action_high)`` of an env id."""
-    from tabb_torchrl.envs import make_env
+    from tabb_torchrl.envs import env_spaces
 
-    env = make_env(env_id)
-    try:
-        space = env.action_space
-        return (int(np.prod(env.observation_space.shape)), np.asarray(space.low, dtype=np.float32),
-                np.asarray(space.high, dtype=np.float32))
-    finally:
-        env.close()
+    spaces = env_spaces(env_id)
+    return spaces.obs_dim, spaces.action_low, spaces.action_high
 
 
 class Policy(TensorDictModuleBase):

@@ -28,6 +28,8 @@ lists the valid ids or levels:
 
 from tabb_torchrl.envs.mjcf import MJCFEditError, apply_edits, bake_total_mass, load_mjcf
 from tabb_torchrl.envs.registry import (
+    EnvSpaces,
+    env_spaces,
     base_xml_path,
     build_xml,
     cache_dir,
@@ -47,7 +49,9 @@ from tabb_torchrl.envs.state import set_state_from_observation
 register_envs()
 
 __all__ = [
+    "EnvSpaces",
     "MJCFEditError",
+    "env_spaces",
     "ShiftSpec",
     "UnknownEnvError",
     "apply_edits",

@@ -15,15 +15,18 @@ import importlib.resources
 import json
 import os
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
+import numpy as np
 
 from tabb_torchrl.envs.mjcf import apply_edits, bake_total_mass, load_mjcf
 from tabb_torchrl.envs.spec import NAMESPACE, UnknownEnvError, catalogue, get_shift
 from tabb_torchrl.io import write_text_atomic
 
 __all__ = [
+    "EnvSpaces",
+    "env_spaces",
     "base_xml_path",
     "build_xml",
     "cache_dir",
@@ -256,6 +259,32 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     env = gym.make(env_id, **kwargs)
     base_xml = None if "xml_file" in kwargs else _source_base_xml(env_id)
     return env if base_xml is None else _record_base_xml(env, base_xml, None)
+
+
+class EnvSpaces(NamedTuple):
+    """Sizes and action bounds of an env (:func:`env_spaces`)."""
+
+    obs_dim: int
+    action_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+
+def env_spaces(env_id: str) -> EnvSpaces:
+    """Observation size, action size and action bounds (float32) of an env id, read from a built env.
+
+    Example:
+        >>> spaces = env_spaces("tabb/Hopper-morph-v0")
+        >>> spaces.obs_dim, spaces.action_dim, spaces.action_high.tolist()
+        (11, 3, [1.0, 1.0, 1.0])
+    """
+    env = make_env(env_id)
+    try:
+        space = env.action_space
+        return EnvSpaces(int(np.prod(env.observation_space.shape)), int(np.prod(space.shape)),
+                         np.asarray(space.low, dtype=np.float32), np.asarray(space.high, dtype=np.float32))
+    finally:
+        env.close()
 
 
 def _source_base_xml(env_id: str) -> str | None:

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tabb_torchrl.pipeline.config_base import ConfigError, _get, to_container  # noqa: F401 (re-exported)
@@ -273,13 +272,9 @@ def reconcile_env(cfg: Any, overridden: Any = ()) -> str | None:
 
 
 def _env_spaces(env_id: str) -> tuple[int, int]:
-    from tabb_torchrl.envs import make_env
+    from tabb_torchrl.envs import env_spaces
 
-    env = make_env(env_id)
-    try:
-        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
-    finally:
-        env.close()
+    return env_spaces(env_id)[:2]
 
 
 def _check_source_env(target_id: str, source_id: str) -> None:

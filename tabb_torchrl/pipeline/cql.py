@@ -171,14 +171,10 @@ def make_cql(cfg: Any, env_id: str, *, device: torch.device | str = "cpu"):
     """
     from torchrl.objectives import CQLLoss, SoftUpdate
 
-    from tabb_torchrl.envs import make_env
+    from tabb_torchrl.envs import env_spaces
 
-    env = make_env(env_id)
-    try:
-        obs_dim, action_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
-        low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
-    finally:
-        env.close()
+    obs_dim, action_dim, low, high = env_spaces(env_id)
+    low, high = torch.as_tensor(low), torch.as_tensor(high)
     c = _cql_cfg(cfg)
     act = str(_get(cfg, "model.activation", "relu"))
     actor = make_cql_actor(obs_dim, action_dim, low, high, hidden_sizes=_get(cfg, "model.actor_hidden"),

@@ -66,13 +66,10 @@ def env_dims(env_id: str) -> tuple[int, int]:
         >>> env_dims("tabb/Hopper-morph-v0")
         (11, 3)
     """
-    from tabb_torchrl.envs import make_env
+    from tabb_torchrl.envs import env_spaces
 
-    env = make_env(env_id)
-    try:
-        return int(env.observation_space.shape[0]), int(env.action_space.shape[0])
-    finally:
-        env.close()
+    spaces = env_spaces(env_id)
+    return spaces.obs_dim, spaces.action_dim
 
 
 # ----------------------------------------------------------------------------- data
