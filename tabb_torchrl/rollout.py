@@ -17,7 +17,7 @@ It prints the mean ± std of the return and of the D4RL normalised score over th
 
 ``--video PATH`` also records the first episode (``render_mode="rgb_array"``, MuJoCo offscreen
 rendering). ``.gif`` needs only Pillow; ``.mp4`` (and the other ffmpeg formats) needs
-``imageio-ffmpeg`` (``pip install imageio-ffmpeg``). Without a display, ``MUJOCO_GL`` is set to
+``imageio-ffmpeg`` (``pip install -e '.[video]'``). Without a display, ``MUJOCO_GL`` is set to
 ``egl`` unless it is set already (``MUJOCO_GL=osmesa`` for software rendering).
 
 Exit status: 0; 2 for a path that is not a run, bad arguments, or a video that cannot be rendered
@@ -132,7 +132,7 @@ def check_video_path(path: str | os.PathLike) -> Path:
     if suffix not in PILLOW_FORMATS and not _ffmpeg_available():
         raise RolloutError(
             f"writing {path} ({suffix}) needs ffmpeg through the package imageio-ffmpeg, which is not installed. "
-            f"Fix: pip install imageio-ffmpeg, or write a GIF: --video {path.with_suffix('.gif')}."
+            f"Fix: pip install -e '.[video]' (imageio-ffmpeg), or write a GIF: --video {path.with_suffix('.gif')}."
         )
     return path
 
