@@ -391,5 +391,5 @@ def test_rollout_cli_mp4_without_ffmpeg_names_the_package(recipe_run, root):
     if importlib.util.find_spec("imageio_ffmpeg") is not None:
         pytest.skip("imageio-ffmpeg is installed")
     proc = _rollout(recipe_run, "--video", root / "out.mp4")
-    assert proc.returncode == 2 and "pip install imageio-ffmpeg" in proc.stderr
+    assert proc.returncode == 2 and "pip install -e '.[video]' (imageio-ffmpeg)" in proc.stderr
     assert not (root / "out.mp4").exists()
