@@ -32,7 +32,7 @@ QUICKSTART = ROOT / "docs" / "quickstart.md"
 RECIPE = "recipes/tabb_offline.py"
 SMOKE = ["+preset=smoke", "progress=false"]
 
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*\{?([\w-]*)\}?\s*$")
+_FENCE = re.compile(r"^(`{3,}|~{3,})\s*(?:\{(?:code-block|code|sourcecode)\}\s*)?\{?([\w-]*)\}?\s*$")
 
 
 def bash_blocks(text: str) -> list[list[str]]:
