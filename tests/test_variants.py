@@ -346,8 +346,9 @@ def workdir(tmp_path_factory):
 
 
 # the options of the RL losses run on both update paths; the others change the data or the pre-training
-RUNS = [(v, "fused") for v in VARIANTS] + [(v, "modular") for v in ("ensemble", "realised", "gated",
-                                                                    "source_in_value")]
+# (the modular path's runs are marked slow: tests/test_fast_update.py checks that both paths compute the same step)
+RUNS = [(v, "fused") for v in VARIANTS] + [pytest.param(v, "modular", marks=pytest.mark.slow)
+                                           for v in ("ensemble", "realised", "gated", "source_in_value")]
 
 
 @pytest.mark.parametrize("variant, update", RUNS)
