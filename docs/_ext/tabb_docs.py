@@ -12,12 +12,6 @@ At ``builder-inited`` it writes, into ``docs/_generated/`` (git-ignored):
     datasets first: :mod:`tabb_torchrl.behavior.catalogue` (the same text as
     ``python -m tabb_torchrl.behavior.catalogue --markdown``). Included by
     ``datasets.md``.
-``results_measured.md``
-    Everything under ``docs/results/`` (written by the benchmark and grid
-    scripts), folder by folder: the markdown files (headings shifted, image
-    paths rewritten), the figures no markdown file shows, and download links
-    to data files (``.csv``, ``.tex``, ``.json``). Included by ``results.md``.
-    A short note when the folder is empty or missing.
 ``policies_readme.md``
     ``tabb_torchrl/assets/policies/README.md`` when it exists. Included by
     ``behaviour_policies.md``.
@@ -179,81 +173,6 @@ def copy_markdown(text: str, src_rel_dir: str, top_level: int) -> str:
 
 
 # --------------------------------------------------------------------------- #
-# Measured results (docs/results/, written by the benchmark scripts)
-# --------------------------------------------------------------------------- #
-
-_IMAGE_EXT = (".png", ".svg", ".jpg", ".jpeg", ".gif")
-_DATA_EXT = (".csv", ".tex", ".json")
-
-
-def _results_group(folder: Path, results: Path, top_level: int, *, referenced: str, tables: bool) -> list[str]:
-    """The markdown files, unreferenced figures and data files of one folder.
-
-    ``referenced`` is the text of the markdown files shown elsewhere on the
-    page (a figure they show is not repeated); ``tables=False`` leaves the
-    folder's own markdown files out (a parent page already presents them).
-    """
-    rel = folder.relative_to(results.parent).as_posix()  # "results" or "results/<sub>"
-    sub = folder.relative_to(results).as_posix()  # "." or "<sub>"
-    mds = sorted(folder.glob("*.md"), key=lambda p: (p.name.lower() != "readme.md", p.name))
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
-    data = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _DATA_EXT)
-    texts = [p.read_text(encoding="utf-8", errors="replace") for p in mds]
-    parts = [copy_markdown(text, rel, top_level=top_level) for text in texts] if tables else []
-    if not tables:
-        data = mds + data
-    shown = referenced + "\n".join(texts)
-
-    def is_shown(img: Path) -> bool:
-        name = img.name if sub == "." else f"{sub}/{img.name}"
-        return name in shown or (img.name in "\n".join(texts) and tables)
-
-    for img in (i for i in images if not is_shown(i)):
-        caption = re.sub(r"[_\-]+", " ", img.stem)
-        parts.append(f"```{{figure}} /{rel}/{img.name}\n:width: 90%\n\n{caption}\n```\n")
-    if data:
-        links = ", ".join(f"{{download}}`{p.name} </{rel}/{p.name}>`" for p in data)
-        parts.append(f"Data files: {links}.\n")
-    return parts
-
-
-def build_results(docs_dir: Path) -> str:
-    """Everything under ``docs/results/``: top-level files, then one section per sub-folder.
-
-    A sub-folder that a top-level markdown file mentions (``<sub>/...``) is
-    presented by that file: only its remaining figures and download links to its
-    files are added.
-    """
-    results = docs_dir / "results"
-    if not results.is_dir():
-        return _results_note()
-    top_text = "\n".join(
-        p.read_text(encoding="utf-8", errors="replace") for p in sorted(results.glob("*.md"))
-    )
-    parts = _results_group(results, results, top_level=3, referenced="", tables=True)
-    for sub in sorted(p for p in results.rglob("*") if p.is_dir() and not p.name.startswith((".", "_"))):
-        name = sub.relative_to(results).as_posix()
-        presented = f"{name}/" in top_text
-        group = _results_group(sub, results, top_level=4, referenced=top_text, tables=not presented)
-        if group:
-            parts.append(f"### `{name}`\n")
-            parts.extend(group)
-    if not parts:
-        return _results_note()
-    return "\n".join(parts)
-
-
-def _results_note() -> str:
-    return (
-        "```{note}\n"
-        "No measured results in this build yet: the benchmark scripts write their "
-        "tables (`*.md`) and figures (`*.png`) into `docs/results/`, and they "
-        "appear here on the next docs build.\n"
-        "```\n"
-    )
-
-
-# --------------------------------------------------------------------------- #
 # Behaviour-policy README (tabb_torchrl/assets/policies/README.md)
 # --------------------------------------------------------------------------- #
 
@@ -280,7 +199,6 @@ def _generate(app: Sphinx) -> None:
     out = docs_dir / GENERATED
     _write_if_changed(out / "env_catalogue.md", build_env_catalogue(root))
     _write_if_changed(out / "dataset_catalogue.md", build_dataset_catalogue(root))
-    _write_if_changed(out / "results_measured.md", build_results(docs_dir))
     _write_if_changed(
         out / "policies_readme.md",
         build_readme(root, "tabb_torchrl/assets/policies/README.md", "the list of shipped checkpoints"),
