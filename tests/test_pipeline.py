@@ -145,6 +145,32 @@ def test_resume_true_continues_the_run_in_its_own_output_dir(tmp_path):
         resolve_run_dir(cfg, job, "h2")  # the grid changed: never overwrite the other run
 
 
+def test_resume_finds_a_run_recorded_under_an_older_hash_definition(tmp_path):
+    """A run whose recorded hash came from an older hash definition is found through its config.yaml."""
+    from omegaconf import OmegaConf
+
+    from tabb_torchrl.pipeline.runs import check_resume
+    from tabb_torchrl.pipeline.trainer import CHECKPOINT_VERSION
+
+    run_cfg = {"seed": 0, "loss": {"tau": 0.7}, "resume": True, "run_dir": None,
+               "runs_root": str(tmp_path / "elsewhere"), "checkpoint": {"filename": "checkpoint.pt"}}
+    job = tmp_path / "sweep" / "1_iql_target_Hopper-morph_seed0"
+    write_run_state(job, {"config_hash": "recorded-by-an-older-version"})
+    (job / "checkpoint.pt").write_bytes(b"x")
+    OmegaConf.save(OmegaConf.create(run_cfg), job / "config.yaml")
+    h = config_hash(run_cfg)
+    assert resolve_run_dir(run_cfg, job, h) == (job, job / "checkpoint.pt")
+    assert find_latest_run(tmp_path, h, "checkpoint.pt") == job
+    ckpt = {"version": CHECKPOINT_VERSION, "config_hash": "recorded-by-an-older-version"}
+    assert check_resume(ckpt, run_cfg, h, run_dir=job) == []
+    other = {**run_cfg, "loss": {"tau": 0.9}}  # another configuration still never overwrites the run
+    with pytest.raises(ConfigError, match="checkpoint of another configuration"):
+        resolve_run_dir(other, job, config_hash(other))
+    assert find_latest_run(tmp_path, config_hash(other), "checkpoint.pt") is None
+    with pytest.raises(ConfigError, match="another configuration .*loss.tau 0.7 -> 0.9"):
+        check_resume(ckpt, other, config_hash(other), run_dir=job)
+
+
 def test_summary_table_and_json(tmp_path):
     history = [
         {"step": 5, "normalized_score": 1.0, "normalized_score_std": 0.5, "return_mean": 10.0, "return_std": 1.0},

@@ -46,6 +46,8 @@ __all__ = [
     "HASH_EXCLUDED_KEYS",
     "ADDED_DEFAULTS",
     "without_added_defaults",
+    "read_run_config",
+    "same_run_config",
 ]
 
 #: Algorithms the recipe runs (``algo=<name>``): TABB and its baselines / ablations.
@@ -651,7 +653,7 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str | tuple[str, ...
     """The most recently written run directory under ``runs_root`` with this config hash.
 
     A run directory is recognised by its ``run_state.json`` (written at start) and
-    its checkpoint file.
+    its checkpoint file; it matches when :func:`same_run_config` says so.
 
     Args:
         runs_root: folder searched recursively (hydra's ``outputs/`` by default).
@@ -667,7 +669,7 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str | tuple[str, ...
     root = Path(runs_root)
     if not root.exists():
         return None
-    hashes = {cfg_hash} if isinstance(cfg_hash, str) else set(cfg_hash)
+    hashes = (cfg_hash,) if isinstance(cfg_hash, str) else tuple(cfg_hash)
     best, best_time = None, -math.inf
     for state_file in root.rglob("run_state.json"):
         try:
@@ -675,9 +677,54 @@ def find_latest_run(runs_root: str | os.PathLike, cfg_hash: str | tuple[str, ...
         except (OSError, json.JSONDecodeError):
             continue
         ckpt = state_file.parent / checkpoint_name
-        if not isinstance(info, dict) or info.get("config_hash") not in hashes or not ckpt.exists():
+        if not isinstance(info, dict) or not ckpt.exists():
+            continue
+        if not same_run_config(state_file.parent, info.get("config_hash"), hashes):
             continue
         mtime = ckpt.stat().st_mtime
         if mtime > best_time:
             best, best_time = state_file.parent, mtime
     return best
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict | None:
+    """The resolved ``config.yaml`` a run directory holds (``None`` when missing or unreadable).
+
+    Examples:
+        >>> import tempfile
+        >>> read_run_config(tempfile.mkdtemp()) is None
+        True
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception:  # a damaged or hand-edited file: the hashes still decide
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def same_run_config(run_dir: str | os.PathLike, recorded_hash: str | None,
+                    hashes: tuple[str, ...] | list[str]) -> bool:
+    """Whether the run in ``run_dir`` is of the configuration whose hashes are ``hashes``.
+
+    True when the hash the run recorded (``run_state.json``) is one of ``hashes``
+    (the current :func:`config_hash` first, then :func:`legacy_config_hashes`), or
+    when the run's own ``config.yaml`` hashes today to ``hashes[0]``: a run recorded
+    under an older hash definition (a key since made runtime-only or added at its
+    default) is still found.
+
+    Examples:
+        >>> import tempfile
+        >>> same_run_config(tempfile.mkdtemp(), "abc", ("abc",))
+        True
+        >>> same_run_config(tempfile.mkdtemp(), "old", ("abc",))  # no config.yaml to re-hash
+        False
+    """
+    if recorded_hash is not None and recorded_hash in hashes:
+        return True
+    saved = read_run_config(run_dir)
+    return bool(hashes) and saved is not None and config_hash(saved) == hashes[0]

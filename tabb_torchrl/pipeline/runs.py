@@ -27,6 +27,8 @@ from tabb_torchrl.pipeline.config import (
     _get,
     config_diff,
     find_latest_run,
+    read_run_config,
+    same_run_config,
 )
 from tabb_torchrl.pipeline.loggers import get_console_logger
 
@@ -132,7 +134,7 @@ def _own_checkpoint(run_dir: Path, name: str, hashes: tuple[str, ...]) -> Path |
         found = json.loads(state_file.read_text()).get("config_hash")
     except (OSError, ValueError, AttributeError):
         found = None
-    if found not in hashes:
+    if not same_run_config(run_dir, found, hashes):
         raise ConfigError(
             f"{run_dir} holds a checkpoint of another configuration (hash {found}, this one {hashes[0]}); "
             "resume=true would overwrite it. Fix: run with another output folder (e.g. another "
@@ -231,26 +233,6 @@ def write_run_state(run_dir: Path, info: dict) -> None:
     write_json_atomic(path, info)
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict | None:
-    """The resolved ``config.yaml`` a run directory holds (``None`` when missing or unreadable).
-
-    Examples:
-        >>> import tempfile
-        >>> read_run_config(tempfile.mkdtemp()) is None
-        True
-    """
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception:  # a damaged or hand-edited file: the hashes still decide
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _show(value: Any) -> str:
     return "null" if value is None else str(value)
 
@@ -263,7 +245,8 @@ def check_resume(checkpoint: dict, cfg: Any, cfg_hash: str, *, run_dir: str | os
     Called by the recipe before it writes anything, so a refused resume leaves
     the run directory as it was. The checkpoint's config hash must be
     ``cfg_hash`` or one of ``legacy_hashes`` (the hash older versions gave this
-    configuration); the refusal names the settings that differ from the run's
+    configuration), or the run's ``config.yaml`` must hash to ``cfg_hash`` today
+    (:func:`~tabb_torchrl.pipeline.config.same_run_config`); the refusal names the settings that differ from the run's
     ``config.yaml``. Settings of :data:`~tabb_torchrl.pipeline.config.RUNTIME_KEYS`
     (threads, device, ``torch.compile``, logger...) may change: each change is
     returned as a line ``"<key>: <old> -> <new>"`` for the log.
@@ -312,7 +295,7 @@ def check_resume(checkpoint: dict, cfg: Any, cfg_hash: str, *, run_dir: str | os
         )
     saved_cfg = read_run_config(run_dir)
     saved_hash = checkpoint.get("config_hash")
-    if saved_hash != cfg_hash and saved_hash not in legacy_hashes:
+    if not same_run_config(run_dir, saved_hash, (cfg_hash, *legacy_hashes)):
         differ = {} if saved_cfg is None else config_diff(saved_cfg, cfg, exclude=HASH_EXCLUDED_KEYS)
         listed = ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in differ.items())
         overrides = " ".join(f"{k}={_show(a)}" for k, (a, _) in differ.items() if a != "<absent>")
