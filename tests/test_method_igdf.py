@@ -175,7 +175,7 @@ def _loss(method):
 
 def test_only_the_source_rows_weights_and_filter_change():
     td = _batch()
-    m = IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,))
+    m = IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=False)
     loss = _loss(m)
     out = loss(td)
     # by hand: kept rows 0 and 2 (h = 0.9, 0.4), weights exp(h) * k / n_s = exp(h) / 2
@@ -202,17 +202,17 @@ def test_only_the_source_rows_weights_and_filter_change():
     td2["next", "reward"][[1, 3]] += 100.0
     td2["observation"][[1, 3]] += 5.0
     td2["igdf_score"][4:] = torch.tensor([-3.0, 5.0, 0.0])
-    out2 = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,)))(td2)
+    out2 = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=False))(td2)
     for key in ("loss_qvalue", "loss_value", "loss_actor"):
         torch.testing.assert_close(out2[key], out[key])
     # without the value / actor flags, those losses are the target-only ones of the plain core
-    off = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), source_in_value=False, source_in_actor=False))(td)
+    off = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=False, source_in_value=False, source_in_actor=False))(td)
     base = _loss(CrossDomainMethod())(td)
     torch.testing.assert_close(off["loss_value"], base["loss_value"])
     torch.testing.assert_close(off["loss_actor"], base["loss_actor"])
     torch.testing.assert_close(off["loss_qvalue"], out["loss_qvalue"])
-    # squared_critic: the authors' squared error, 0.5 (Q - y)^2, on every row instead of the recipe's Huber
-    sq = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=True))(td)
+    # squared_critic (the default): the authors' squared error, 0.5 (Q - y)^2, on every row instead of the recipe's Huber
+    sq = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,)))(td)
     per_row_sq = 0.5 * (nets.q(rows.feature_sa).detach() - y) ** 2
     expected_sq = (per_row_sq[:, 4:].mean(-1) + (per_row_sq[:, kept] * w).sum(-1) / 2).mean()
     torch.testing.assert_close(sq["loss_qvalue"], expected_sq)
@@ -228,7 +228,7 @@ def test_the_edit_equals_a_hand_written_edit_through_the_core():
             return SourceEdit(weight=torch.exp(torch.tensor([0.9, -0.5, 0.4, 0.1])) / 2, keep=keep)
 
     td = _batch()
-    a = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,)))(td)
+    a = _loss(IGDF(3, 2, xi=0.5, repr_dim=4, hidden_sizes=(8,), squared_critic=False))(td)
     b = _loss(Fixed())(td)
     for key in ("loss_qvalue", "loss_value", "loss_actor", "mean_weight", "ess"):
         torch.testing.assert_close(a[key], b[key])

@@ -179,6 +179,13 @@ def test_registry_and_settings():
         SRPO(3, bonus_input="sigmoid")
 
 
+def test_the_critic_is_squared_as_the_authors_unless_asked():
+    """The authors' critic loss is the squared error: ``critic_deltas = (None, None)`` makes the core use
+    ``0.5 (Q - y)^2`` on both domains; ``squared_critic=False`` gives back the recipe's Huber loss."""
+    assert SRPO(3).critic_deltas == (None, None)
+    assert SRPO(3, squared_critic=False).critic_deltas is None
+
+
 # ---------------------------------------------------------------------------- the recipe
 def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
     common = ["+preset=smoke", "algo=srpo", f"data.root={tmp_path / 'data'}", "progress=false",

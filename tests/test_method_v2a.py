@@ -217,7 +217,7 @@ def test_only_the_source_rows_weights_and_filter_change():
                               keep=torch.tensor([True, True, False, False]))
 
     td = _batch()
-    out = _loss(V2A(3, 2, xi=0.5, **TINY))(td)
+    out = _loss(V2A(3, 2, xi=0.5, squared_critic=False, **TINY))(td)
     ref = _loss(Fixed())(td)
     for key in ("loss_qvalue", "loss_value", "loss_actor", "mean_target_value", "mean_weight", "ess"):
         torch.testing.assert_close(out[key], ref[key])
@@ -227,11 +227,11 @@ def test_only_the_source_rows_weights_and_filter_change():
     td2["action"][[2, 3]] = 0.4
     td2["igdf_score"][4:] = torch.tensor([9.0, -9.0, 0.0])
     td2["v2a_advantage"][4:] = torch.tensor([-7.0, 100.0, 3.0])
-    out2 = _loss(V2A(3, 2, xi=0.5, **TINY))(td2)
+    out2 = _loss(V2A(3, 2, xi=0.5, squared_critic=False, **TINY))(td2)
     for key in ("loss_qvalue", "loss_value", "loss_actor"):
         torch.testing.assert_close(out2[key], out[key])
     # without the value / actor flags, those losses are the plain core's (target rows only)
-    off = _loss(V2A(3, 2, xi=0.5, source_in_value=False, source_in_actor=False, **TINY))(td)
+    off = _loss(V2A(3, 2, xi=0.5, source_in_value=False, source_in_actor=False, squared_critic=False, **TINY))(td)
     base = _loss(CrossDomainMethod())(td)
     torch.testing.assert_close(off["loss_value"], base["loss_value"])
     torch.testing.assert_close(off["loss_actor"], base["loss_actor"])
@@ -247,8 +247,8 @@ def test_registry_and_the_recipe_factory():
     cfg = {"algo": {"method": "v2a", "method_kwargs": dict(TINY, xi=0.75)}, "env": {"id": "tabb/Ant-morph-v0"},
            "loss": {"gamma": 0.9}}
     built = from_cfg(cfg, obs_dim=3, action_dim=2)
-    assert built.gamma == 0.9 and built.xi == 0.75 and built.critic_deltas is None
-    assert V2A(3, 2, squared_critic=True, **TINY).critic_deltas == (None, None)   # the authors' squared error
+    assert built.gamma == 0.9 and built.xi == 0.75 and built.critic_deltas == (None, None)  # the authors' squared error
+    assert V2A(3, 2, squared_critic=False, **TINY).critic_deltas is None   # the recipe's Huber critic
     keys = "".join(_loss(built).state_dict())
     for part in ("method.encoders.", "method.traj_encoder.", "method.dynamics.", "method.q_z.", "method.v_z."):
         assert part in keys   # checkpointed with the loss module

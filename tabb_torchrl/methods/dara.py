@@ -155,6 +155,9 @@ class DARA(CrossDomainMethod):
             **[reconstructed]**.
         observation_key (str): observation entry of the data. Defaults to ``"observation"``.
         action_key (str): action entry of the data. Defaults to ``"action"``.
+        squared_critic (bool): the critic's per-row loss is the squared error ``0.5 (Q - y)^2`` on every
+            row, as ODRL's IQL-based DARA; ``False``: the recipe's Huber loss (``loss.huber_delta``, TABB's
+            reconstructed Eq. 8). Defaults to ``True``.
 
     Examples:
         >>> import torch
@@ -193,6 +196,7 @@ class DARA(CrossDomainMethod):
         seed: int = 0,
         observation_key: str = "observation",
         action_key: str = "action",
+        squared_critic: bool = True,
     ):
         super().__init__()
         if not eta >= 0:
@@ -206,6 +210,7 @@ class DARA(CrossDomainMethod):
                              f"{classifier_steps} and {classifier_batch_size}.")
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
         self.eta, self.clip = float(eta), float(clip)
+        self.critic_deltas = (None, None) if squared_critic else None
         self.noise_std = float(noise_std)
         self.classifier_steps = int(classifier_steps)
         self.classifier_lr = float(classifier_lr)

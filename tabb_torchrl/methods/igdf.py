@@ -376,9 +376,9 @@ class IGDF(CrossDomainMethod):
         source_mean (str): ``"batch"`` (default **[reconstructed]**, see :func:`source_mean_scale`) or ``"kept"``.
         source_in_value (bool): kept source rows in the value loss. Defaults to ``True`` (authors' IQL).
         source_in_actor (bool): kept source rows in the actor loss. Defaults to ``True`` (authors' IQL).
-        squared_critic (bool): the critic's per-row loss is the squared error on every row (the authors'
-            IQL) instead of the recipe's Huber loss (``loss.huber_delta``). Defaults to ``False`` (the
-            shared backbone).
+        squared_critic (bool): the critic's per-row loss is the squared error ``0.5 (Q - y)^2`` on every
+            row, as the authors' ``igdf.py``; ``False``: the recipe's Huber loss (``loss.huber_delta``, TABB's
+            reconstructed Eq. 8). Defaults to ``True``.
         seed (int, optional): seed of the pre-training draws (``None``: drawn from torch's global
             generator at construction, so it follows the run's seed) **[reconstructed]**.
 
@@ -420,7 +420,7 @@ class IGDF(CrossDomainMethod):
         source_mean: str = "batch",
         source_in_value: bool = True,
         source_in_actor: bool = True,
-        squared_critic: bool = False,
+        squared_critic: bool = True,
         seed: int | None = None,
     ):
         super().__init__()

@@ -140,6 +140,9 @@ class SRPO(CrossDomainMethod):
             data with dynamics shift).
         bonus_input (str): ``"output"`` (default, authors' code) or ``"odds"`` **[reconstructed]**,
             see :func:`srpo_bonus`.
+        squared_critic (bool): the critic's per-row loss is the squared error ``0.5 (Q - y)^2`` on every
+            row, as the authors' SAC-style critic; ``False``: the recipe's Huber loss (``loss.huber_delta``, TABB's
+            reconstructed Eq. 8). Defaults to ``True``.
 
     Examples:
         >>> import torch
@@ -175,6 +178,7 @@ class SRPO(CrossDomainMethod):
         hidden_sizes: Sequence[int] = (256, 256),
         label_rows: str = "target",
         bonus_input: str = "output",
+        squared_critic: bool = True,
     ):
         super().__init__()
         if not 0 < clip_min < clip_max:
@@ -187,6 +191,7 @@ class SRPO(CrossDomainMethod):
             raise ValueError(f"SRPO: bonus_input must be one of {BONUS_INPUTS}, got {bonus_input!r}.")
         self.obs_dim = int(obs_dim)
         self.eta, self.clip_min, self.clip_max = float(eta), float(clip_min), float(clip_max)
+        self.critic_deltas = (None, None) if squared_critic else None
         self.real_fraction = float(real_fraction)
         self.lr = float(lr)
         self.label_rows = label_rows

@@ -278,8 +278,9 @@ class V2A(CrossDomainMethod):
             (:func:`~tabb_torchrl.methods.igdf.source_mean_scale`).
         source_in_value (bool): Defaults to ``True`` (authors' IQL).
         source_in_actor (bool): Defaults to ``True`` (authors' IQL).
-        squared_critic (bool): squared-error critic (the authors' IQL) instead of the recipe's Huber loss.
-            Defaults to ``False``.
+        squared_critic (bool): the critic's per-row loss is the squared error ``0.5 (Q - y)^2`` on every
+            row, as the authors' ``v2a_igdf.py``; ``False``: the recipe's Huber loss (``loss.huber_delta``,
+            TABB's reconstructed Eq. 8). Defaults to ``True``.
         seed (int, optional): seed of the pre-training draws (``None``: from torch's global generator)
             **[reconstructed]**.
 
@@ -340,7 +341,7 @@ class V2A(CrossDomainMethod):
         source_mean: str = "batch",
         source_in_value: bool = True,
         source_in_actor: bool = True,
-        squared_critic: bool = False,
+        squared_critic: bool = True,
         seed: int | None = None,
     ):
         super().__init__()
