@@ -30,7 +30,10 @@ Two baselines run on their own TD3-style backbone (:mod:`tabb_torchrl.pipeline.t
 * :class:`BOSA` -- TD errors masked outside the support of a dynamics-VAE ensemble, a conservative
   term on source rows, a behaviour-support actor term (Liu et al., AAAI 2024).
 
-:func:`make_method` builds one by registry name; :func:`register_method` adds yours.
+:func:`make_method` builds one by registry name; :func:`register_method` adds yours. A method whose
+pre-training can be checkpointed mid-way and resumed exactly is also a
+:class:`~tabb_torchrl.methods.base.ResumablePrepare`
+(BOSA, MOBODY, DROCO, OTDF).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from typing import Callable
 
 from tabb_torchrl.objectives.method import CrossDomainMethod, PooledIQL, SourceEdit, SourceRows
 from tabb_torchrl.objectives.tabb import TABB
+from tabb_torchrl.methods.base import PrepareProgress, ResumablePrepare
 
 # baselines: one import line each (keep alphabetical)
 from tabb_torchrl.methods.dara import DARA
@@ -55,6 +59,8 @@ __all__ = [
     "CrossDomainMethod",
     "SourceEdit",
     "SourceRows",
+    "ResumablePrepare",
+    "PrepareProgress",
     "METHODS",
     "make_method",
     "register_method",

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tabb_torchrl.keys import SOURCE
+from tabb_torchrl.methods.base import Checkpoint, ResumablePrepare
 from tabb_torchrl.methods.otdf import BehaviorVAE
 from tabb_torchrl.objectives.functional import masked_mean
 from tabb_torchrl.pipeline.td3 import INITS, CriticTerms, EnsembleMLP, TD3Batch, TD3Method
@@ -208,7 +209,7 @@ class DynamicsVAEEnsemble(nn.Module):
                                    beta, num_samples, generator)
 
 
-class BOSA(TD3Method):
+class BOSA(ResumablePrepare, TD3Method):
     r"""BOSA on the TD3 backbone (Liu et al., AAAI 2024): a support mask on the TD loss, a conservative
     penalty on source rows, and a behaviour-support regulariser on the actor.
 
@@ -319,7 +320,8 @@ class BOSA(TD3Method):
         self.register_buffer("pretrain_dynamics_loss", torch.full((), float("nan")))
 
     # ------------------------------------------------------------------ pre-training
-    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
+    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False,
+                checkpoint: Checkpoint | None = None) -> None:
         """Fit the policy VAE and the dynamics VAEs for ``pretrain_steps`` Adam steps each, once before RL.
 
         Each step draws ``pretrain_source`` source rows and ``pretrain_target`` target rows
@@ -327,6 +329,10 @@ class BOSA(TD3Method):
         ``MSE + policy_beta KL``), the dynamics VAEs on their ``(s, a, s')`` (``dynamics_data="mixed"``)
         or on as many target rows (``"target"``). Draws and latent noise come from the method's own
         generators (``seed``); both models are frozen afterwards.
+
+        Resumable (:class:`~tabb_torchrl.methods.base.ResumablePrepare`): ``checkpoint()`` is called
+        after every step; :meth:`prepare_state` then holds the step, both optimisers, both generators
+        and the seed, and a ``prepare`` after :meth:`load_prepare_state` continues from that step.
         """
         if device is not None:
             self.to(device)
@@ -337,7 +343,15 @@ class BOSA(TD3Method):
         n_tgt = tgt[0].shape[0]
         if n_tgt == 0:
             raise ValueError("BOSA.prepare needs target transitions.")
-        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        with self.preparing(checkpoint) as run:
+            self._fit_vaes(src, tgt, dev, run.resume, run.safe_point, progress)
+
+    def _fit_vaes(self, src, tgt, dev, resume, safe_point, progress: bool) -> None:
+        n_tgt = tgt[0].shape[0]
+        if resume is None:
+            seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        else:
+            seed = int(resume["seed"])
         index_gen = torch.Generator().manual_seed(seed)
         noise_gen = torch.Generator(device=dev).manual_seed(seed + 1)
         n_src = 0 if src is None else src[0].shape[0]
@@ -345,11 +359,24 @@ class BOSA(TD3Method):
         self.requires_grad_(True)
         opt_pi = torch.optim.Adam(self.policy_vae.parameters(), lr=self.vae_lr)
         opt_dyn = torch.optim.Adam(self.dynamics_vae.parameters(), lr=self.vae_lr)
+        step, last = 0, None  # last: the losses of the last step (detached)
+        if resume is not None:
+            step, last = int(resume["step"]), resume["last_loss"]
+            opt_pi.load_state_dict(resume["policy_optimizer"])
+            opt_dyn.load_state_dict(resume["dynamics_optimizer"])
+            index_gen.set_state(resume["index_generator"])
+            noise_gen.set_state(resume["noise_generator"])
+
+        def state() -> dict:
+            return {"seed": seed, "step": step, "last_loss": last, "policy_optimizer": opt_pi.state_dict(),
+                    "dynamics_optimizer": opt_dyn.state_dict(), "index_generator": index_gen.get_state(),
+                    "noise_generator": noise_gen.get_state()}
+
         from tqdm.auto import tqdm
 
-        loss_pi = loss_dyn = None
+        bar = tqdm(total=self.pretrain_steps, initial=step, desc="BOSA VAEs", disable=not progress, mininterval=1.0)
         try:
-            for _ in tqdm(range(self.pretrain_steps), desc="BOSA VAEs", disable=not progress, mininterval=1.0):
+            while step < self.pretrain_steps:
                 i_tgt = torch.randint(n_tgt, (self.pretrain_target,), generator=index_gen).to(dev)
                 mixed = [x[i_tgt] for x in tgt]
                 if b_src:
@@ -368,13 +395,17 @@ class BOSA(TD3Method):
                 opt_dyn.zero_grad(set_to_none=True)
                 loss_dyn.backward()
                 opt_dyn.step()
+                step, last = step + 1, (loss_pi.detach(), loss_dyn.detach())
+                bar.update(1)
+                safe_point(state)
         finally:
+            bar.close()
             self.requires_grad_(False)
-        if loss_pi is not None:
-            self.pretrain_policy_loss.fill_(float(loss_pi.detach()))
-            self.pretrain_dynamics_loss.fill_(float(loss_dyn.detach()))
+        if last is not None:
+            self.pretrain_policy_loss.fill_(float(last[0]))
+            self.pretrain_dynamics_loss.fill_(float(last[1]))
             _LOG.info("BOSA: VAEs trained for %d steps (last policy VAE loss %.4g, dynamics VAE loss %.4g)",
-                      self.pretrain_steps, float(loss_pi.detach()), float(loss_dyn.detach()))
+                      self.pretrain_steps, float(last[0]), float(last[1]))
 
     # ------------------------------------------------------------------ the hooks
     def critic_terms(self, batch: TD3Batch, q: torch.Tensor) -> CriticTerms:

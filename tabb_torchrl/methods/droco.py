@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tabb_torchrl.methods.base import CrossDomainMethod, SourceEdit, SourceRows
+from tabb_torchrl.methods.base import Checkpoint, CrossDomainMethod, ResumablePrepare, SourceEdit, SourceRows
 from tabb_torchrl.objectives.functional import bellman_target
 
 __all__ = [
@@ -253,7 +253,7 @@ class GaussianEnsembleDynamics(nn.Module):
                 f"hidden_sizes={self.hidden_sizes}, predict_reward={self.predict_reward}")
 
 
-class DROCO(CrossDomainMethod):
+class DROCO(ResumablePrepare, CrossDomainMethod):
     r"""Dual-robust cross-domain offline RL on source rows (Qiao et al., ICLR 2026, arXiv 2512.02486).
 
     For each source row, with ``V`` the value network at the start of the step and
@@ -388,7 +388,8 @@ class DROCO(CrossDomainMethod):
     def _entries(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         return data.get(self.observation_key), data.get(self.action_key)
 
-    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
+    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False,
+                checkpoint: Checkpoint | None = None) -> None:
         """Train the ensemble by maximum likelihood on the target transitions, once before RL.
 
         ``epochs`` epochs; in each, every member goes through the training rows in its own random
@@ -396,6 +397,10 @@ class DROCO(CrossDomainMethod):
         per-layer L2 terms. Inputs are standardised with the training rows' statistics. The draws come
         from the method's own generator (``seed``; the global RNG is read once when ``seed`` is
         ``None``). The models are frozen afterwards.
+
+        Resumable (:class:`~tabb_torchrl.methods.base.ResumablePrepare`): ``checkpoint()`` is called
+        after every epoch; :meth:`prepare_state` then holds the epoch, the optimiser, the generator and
+        the seed, and a ``prepare`` after :meth:`load_prepare_state` continues with the next epoch.
         """
         if device is not None:
             self.to(device)
@@ -407,7 +412,15 @@ class DROCO(CrossDomainMethod):
         n = obs.shape[0]
         if n < 2:
             raise ValueError(f"DROCO.prepare needs target transitions to fit the dynamics ensemble, got {n}.")
-        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        with self.preparing(checkpoint) as run:
+            self._fit(obs, act, nxt, rew, run.resume, run.safe_point, progress)
+
+    def _fit(self, obs, act, nxt, rew, resume, safe_point, progress: bool) -> None:
+        model, dev, n = self.ensemble, self.ensemble.input_mean.device, obs.shape[0]
+        if resume is None:
+            seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        else:
+            seed = int(resume["seed"])
         gen = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=gen)
         n_hold = int(round(n * self.holdout_fraction))
@@ -422,9 +435,20 @@ class DROCO(CrossDomainMethod):
         from tqdm.auto import tqdm
 
         steps_per_epoch = math.ceil(n_train / b)
-        mse = float("nan")
+        epoch, mse = 0, float("nan")
+        if resume is not None:  # the split and the normaliser above are recomputed; the draws continue
+            epoch, mse = int(resume["epoch"]), float(resume["last_epoch_mse"])
+            optimizer.load_state_dict(resume["optimizer"])
+            gen.set_state(resume["generator"])
+
+        def state() -> dict:
+            return {"seed": seed, "epoch": epoch, "last_epoch_mse": mse, "optimizer": optimizer.state_dict(),
+                    "generator": gen.get_state()}
+
+        bar = tqdm(total=self.epochs, initial=epoch, desc="DROCO dynamics ensemble", disable=not progress,
+                   mininterval=1.0)
         try:
-            for _ in tqdm(range(self.epochs), desc="DROCO dynamics ensemble", disable=not progress, mininterval=1.0):
+            while epoch < self.epochs:
                 order = torch.argsort(torch.rand(e, n_train, generator=gen), dim=1).to(dev)   # [E, n] per member
                 total = 0.0
                 for k in range(steps_per_epoch):
@@ -437,8 +461,11 @@ class DROCO(CrossDomainMethod):
                     loss.backward()
                     optimizer.step()
                     total += float(((mean.detach() - y_train[idx]) ** 2).mean())
-                mse = total / steps_per_epoch
+                epoch, mse = epoch + 1, total / steps_per_epoch
+                bar.update(1)
+                safe_point(state)
         finally:
+            bar.close()
             model.requires_grad_(False)
         with torch.no_grad():
             self.model_train_mse.fill_(self.model_error(x_s, x_a, y_train))

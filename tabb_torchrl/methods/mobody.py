@@ -7,12 +7,15 @@ Before RL (:meth:`MOBODY.prepare`):
 
 1. optionally DARA's two domain classifiers (:class:`~tabb_torchrl.methods.DARA`, 5,000 steps),
    whose clipped log-ratio corrects the source rewards (``source_penalty="dara"``);
-2. the target dynamics model (:class:`MOBODYDynamics`, an ensemble of 7 as one module): a state
-   encoder and a transition decoder shared by both domains, one action encoder per domain::
+2. the target dynamics model (:class:`~tabb_torchrl.methods.mobody_model.MOBODYDynamics`, an ensemble
+   of 7 as one module): a state encoder and a transition decoder shared by both domains, one action
+   encoder per domain::
 
        z_s = f(s),  z_a = g_d(z_s, a),  s'_hat = h(z_s + z_a)         d in {source, target}
 
-   fitted on both datasets (:func:`train_mobody_dynamics`); ``h(f(s))`` also reconstructs ``s``.
+   fitted on both datasets (:func:`~tabb_torchrl.methods.mobody_model.train_mobody_dynamics`);
+   ``h(f(s))`` also reconstructs ``s``. The model and its training live in
+   :mod:`tabb_torchrl.methods.mobody_model` (re-exported here).
 
 During RL, every ``rollout_every`` steps (:meth:`MOBODY.refresh_model_rows`), one-step rollouts of
 the target model from 50,000 source states (actions of the current policy), 2,000 target states
@@ -30,17 +33,17 @@ See ``docs/methods/mobody.md`` for the defaults, their sources and what is recon
 from __future__ import annotations
 
 import logging
-import math
 from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from tabb_torchrl.keys import SOURCE, TARGET
+from tabb_torchrl.methods.base import Checkpoint, ResumablePrepare
 from tabb_torchrl.methods.dara import DARA, LOG_RATIO_COLUMN, dara_reward
+from tabb_torchrl.methods.mobody_model import MOBODYDynamics, ensemble_disagreement, train_mobody_dynamics
 from tabb_torchrl.objectives.functional import masked_mean
-from tabb_torchrl.pipeline.td3 import MODEL_ROWS, EnsembleMLP, TD3Batch, TD3Method
+from tabb_torchrl.pipeline.td3 import MODEL_ROWS, TD3Batch, TD3Method
 
 __all__ = [
     "MOBODY",
@@ -65,34 +68,15 @@ SOURCE_PENALTIES = ("dara", "par", "none")
 #: predicted next state, :class:`EnvTermination`) or ``"none"`` (never terminal).
 TERMINATIONS = ("env", "none")
 
-_DOMAINS = {"source": SOURCE, "target": TARGET}
-
 
 # ----------------------------------------------------------------------------- equations
-def ensemble_disagreement(mean: torch.Tensor) -> torch.Tensor:
-    r"""The model's uncertainty :math:`u = \max_i \lVert \hat s'_i - \tfrac1E \sum_j \hat s'_j \rVert_2` (``pairwise-diff``).
-
-    Args:
-        mean (torch.Tensor): ``[E, B, d]`` the members' predicted next states.
-
-    Returns:
-        torch.Tensor: ``[B]``.
-
-    Examples:
-        >>> import torch
-        >>> ensemble_disagreement(torch.tensor([[[0.0, 0.0]], [[2.0, 0.0]], [[4.0, 0.0]]]))   # mean (2, 0)
-        tensor([2.])
-    """
-    return (mean - mean.mean(0, keepdim=True)).norm(dim=-1).amax(0)
-
-
 def penalize_and_filter(reward: torch.Tensor, uncertainty: torch.Tensor, coef: float, max_uncertainty: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Model-row rewards :math:`\hat r - c\,u` and the rows kept (:math:`u \le u_{\max}`) (MOPO-style penalty, MOBODY's filter).
 
     Args:
         reward (torch.Tensor): ``[B]`` predicted rewards.
-        uncertainty (torch.Tensor): ``[B]`` :func:`ensemble_disagreement`.
+        uncertainty (torch.Tensor): ``[B]`` :func:`~tabb_torchrl.methods.mobody_model.ensemble_disagreement`.
         coef (float): ``c >= 0``.
         max_uncertainty (float): rows above it are dropped.
 
@@ -141,232 +125,6 @@ def q_weighted_bc_loss(policy_action: torch.Tensor, data_action: torch.Tensor, q
     """
     w = torch.exp(temperature * q / masked_mean(q.abs(), mask)).clamp(max=max_weight)
     return masked_mean((w.unsqueeze(-1) * (policy_action - data_action) ** 2).mean(-1), mask), w
-
-
-# ----------------------------------------------------------------------------- the dynamics model
-class MOBODYDynamics(nn.Module):
-    r"""MOBODY's dynamics model: ``E`` members of a shared state encoder and transition decoder with
-    one action encoder per domain, and a reward model, each an :class:`~tabb_torchrl.pipeline.td3.EnsembleMLP`.
-
-    * state encoder ``f``: ``s -> (mu, log var)`` of ``z_s`` (``latent_dim``; sampled in training, ``mu`` otherwise);
-    * action encoders ``g_source``, ``g_target``: ``[z_s, a] -> z_a`` (the mean half of their output);
-    * transition decoder ``h``: ``z -> s``; next state ``s'_hat = h(z_s + z_a)``, reconstruction ``h(z_s)``;
-    * reward model ``R``: ``[s, a, s'] -> r`` (the mean of a mean / log-variance head).
-
-    Swish (SiLU) activations and truncated-normal initialisation (std ``1 / (2 sqrt(fan_in))``) as the
-    authors' ``MOBODYModule``; ``elites`` holds the members used for sampling.
-
-    Args:
-        obs_dim (int): state size.
-        action_dim (int): action size.
-
-    Keyword Args:
-        ensemble_size (int): members. Defaults to ``7``.
-        num_elites (int): elite members. Defaults to ``5``.
-        latent_dim (int): size of ``z_s``, ``z_a``. Defaults to ``16``.
-        hidden (int): width of ``f``, ``h``, ``R`` (two hidden layers). Defaults to ``256``.
-        action_hidden (int): width of the action encoders (one hidden layer). Defaults to ``32``.
-
-    Examples:
-        >>> import torch
-        >>> m = MOBODYDynamics(3, 2, ensemble_size=7, hidden=16)
-        >>> m.predict(torch.zeros(4, 3), torch.zeros(4, 2), "target").shape     # [E, B, obs]
-        torch.Size([7, 4, 3])
-        >>> nxt, reward, u = m.sample_step(torch.zeros(4, 3), torch.zeros(4, 2))
-        >>> nxt.shape, reward.shape, u.shape, m.elites.tolist()
-        (torch.Size([4, 3]), torch.Size([4]), torch.Size([4]), [0, 1, 2, 3, 4])
-    """
-
-    def __init__(self, obs_dim: int, action_dim: int, *, ensemble_size: int = 7, num_elites: int = 5,
-                 latent_dim: int = 16, hidden: int = 256, action_hidden: int = 32):
-        super().__init__()
-        if not 1 <= int(num_elites) <= int(ensemble_size):
-            raise ValueError(f"MOBODYDynamics: need 1 <= num_elites <= ensemble_size, got {num_elites}, {ensemble_size}.")
-        self.obs_dim, self.action_dim, self.latent_dim = int(obs_dim), int(action_dim), int(latent_dim)
-        self.ensemble_size = e = int(ensemble_size)
-        kw = {"activation": "silu", "init": "trunc_normal"}
-        self.state_encoder = EnsembleMLP(self.obs_dim, 2 * self.latent_dim, (hidden, hidden), e, **kw)
-        self.action_encoders = nn.ModuleDict({
-            name: EnsembleMLP(self.latent_dim + self.action_dim, 2 * self.latent_dim, (action_hidden,), e, **kw)
-            for name in _DOMAINS})
-        self.decoder = EnsembleMLP(self.latent_dim, self.obs_dim, (hidden, hidden), e, **kw)
-        self.reward_model = EnsembleMLP(2 * self.obs_dim + self.action_dim, 2, (hidden, hidden), e, **kw)
-        self.register_buffer("elites", torch.arange(int(num_elites)))
-
-    def encode_state(self, observation: torch.Tensor, *, sample: bool = False,
-                     generator: torch.Generator | None = None):
-        """``(z_s, mu, log_var)``, each ``[E, B, L]``; ``z_s = mu`` unless ``sample``."""
-        out = self.state_encoder(observation)
-        mu, log_var = out[..., :self.latent_dim], out[..., self.latent_dim:]
-        if not sample:
-            return mu, mu, log_var
-        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-        return mu + eps * torch.exp(0.5 * log_var), mu, log_var
-
-    def action_latent(self, z: torch.Tensor, action: torch.Tensor, domain: str) -> torch.Tensor:
-        """``z_a = g_domain(z_s, a)``, ``[E, B, L]``."""
-        if action.ndim == 2:
-            action = action.unsqueeze(0).expand(z.shape[0], -1, -1)
-        return self.action_encoders[domain](torch.cat([z, action], -1))[..., :self.latent_dim]
-
-    def predict(self, observation: torch.Tensor, action: torch.Tensor, domain: str = "target") -> torch.Tensor:
-        """Every member's next state ``h(mu_s + z_a)`` (no sampling), ``[E, B, obs]``."""
-        z, _, _ = self.encode_state(observation)
-        return self.decoder(z + self.action_latent(z, action, domain))
-
-    def reward(self, observation: torch.Tensor, action: torch.Tensor, next_observation: torch.Tensor) -> torch.Tensor:
-        """Every member's predicted reward, ``[E, B]``."""
-        e = self.ensemble_size
-        if next_observation.ndim == 3:
-            observation = observation.unsqueeze(0).expand(e, -1, -1) if observation.ndim == 2 else observation
-            action = action.unsqueeze(0).expand(e, -1, -1) if action.ndim == 2 else action
-        return self.reward_model(torch.cat([observation, action, next_observation], -1))[..., 0]
-
-    def loss(self, domain: str, observation, action, next_observation, reward, *, encoder_weight: float = 1.0,
-             reward_weight: float = 1.0, recon_weight: float = 100.0, kl_weight: float = 0.05,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        r"""The training loss of one domain's rows ``[E, B, ...]`` (each member its own rows), summed over members.
-
-        .. math::
-
-            L = \underbrace{\lVert h(z_s + z_a) - s' \rVert^2}_{\text{transition}}
-              + w_{\text{enc}} \Big( 100 \big(\lVert h(z_s) - s\rVert^2 + \lVert h(z_{s'}) - s'\rVert^2\big)
-              + 0.05 (\mathrm{KL}_s + \mathrm{KL}_{s'}) + \lVert z_s + z_a - \mathrm{sg}(z_{s'})\rVert^2 \Big)
-              + w_r \big( (R(s, a, \tilde s') - r)^2 + (R(s, a, s') - r)^2 \big)
-
-        (means over rows and dimensions; ``z`` sampled; ``\tilde s' = s'_{hat} + \sigma_E \epsilon``,
-        ``\sigma_E`` the members' spread). The authors weight the encoder terms 5 on target rows and
-        1 on source rows and the reward terms 1 and 0.01.
-        """
-        z, mu, log_var = self.encode_state(observation, sample=True, generator=generator)
-        za = self.action_latent(z, action, domain)
-        pred = self.decoder(z + za)
-        transition = ((pred - next_observation) ** 2).mean((1, 2)).sum()
-        z2, mu2, log_var2 = self.encode_state(next_observation, sample=True, generator=generator)
-        recon = (((self.decoder(z) - observation) ** 2).mean((1, 2)).sum()
-                 + ((self.decoder(z2) - next_observation) ** 2).mean((1, 2)).sum())
-
-        def kl(m, lv):
-            return (-0.5 * (1 + lv - m.pow(2) - lv.exp())).mean((1, 2)).sum()
-
-        kl_term = kl(mu, log_var) + kl(mu2, log_var2)
-        latent = ((z + za - z2.detach()) ** 2).mean((1, 2)).sum()
-        encoder = recon_weight * recon + kl_weight * kl_term + latent
-        noise = torch.randn(pred.shape, dtype=pred.dtype, device=pred.device, generator=generator)
-        noisy = pred + noise * pred.std(0, keepdim=True)
-        reward_term = (((self.reward(observation, action, noisy) - reward) ** 2).mean(1).sum()
-                       + ((self.reward(observation, action, next_observation) - reward) ** 2).mean(1).sum())
-        total = transition + encoder_weight * encoder + reward_weight * reward_term
-        return total, {"transition": transition.detach(), "recon": recon.detach(), "kl": kl_term.detach(),
-                       "latent": latent.detach(), "reward": reward_term.detach()}
-
-    @torch.no_grad()
-    def transition_error(self, observation, action, next_observation, domain: str = "target") -> torch.Tensor:
-        """Every member's mean squared error of ``s'`` (no sampling), ``[E]``."""
-        return ((self.predict(observation, action, domain) - next_observation) ** 2).mean((1, 2))
-
-    @torch.no_grad()
-    def sample_step(self, observation: torch.Tensor, action: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step of the target model (authors' ``step``): ``(s', r_hat, u)``, ``[B, obs]``, ``[B]``, ``[B]``.
-
-        Each member's mean is perturbed by Gaussian noise of the members' spread; one elite member
-        per row is drawn; the reward is the members' mean prediction at that next state; ``u`` is
-        :func:`ensemble_disagreement` of the means (no penalty applied here).
-        """
-        mean = self.predict(observation, action, "target")                        # [E, B, obs]
-        noise = torch.randn(mean.shape, dtype=mean.dtype, generator=generator).to(mean.device)
-        samples = mean + noise * mean.std(0, keepdim=True)
-        b = observation.shape[0]
-        pick = torch.randint(self.elites.numel(), (b,), generator=generator).to(mean.device)
-        nxt = samples[self.elites[pick], torch.arange(b, device=mean.device)]
-        reward = self.reward(observation, action, nxt).mean(0)
-        return nxt, reward, ensemble_disagreement(mean)
-
-
-def train_mobody_dynamics(model: MOBODYDynamics, source: tuple, target: tuple, *, batch_size: int = 256,
-                          lr: float = 1e-3, target_passes: int = 3, target_encoder_weight: float = 5.0,
-                          source_encoder_weight: float = 1.0, source_reward_weight: float = 0.01,
-                          holdout_fraction: float = 0.2, max_source_holdout: int = 1000,
-                          max_target_holdout: int = 500, max_epochs: int | None = None, patience: int = 5,
-                          improvement: float = 0.01, generator: torch.Generator | None = None,
-                          noise_generator: torch.Generator | None = None, progress: bool = False) -> dict:
-    """Fit :class:`MOBODYDynamics` on source and target transitions (authors' ``MOBODYEnsembleDynamics.train``).
-
-    ``source`` / ``target`` are ``(s, a, s', r)`` tensors. Hold-out rows (``holdout_fraction``, at
-    most 1,000 source / 500 target) are set aside; each member trains on its own bootstrap sample
-    of the rest. One epoch is a pass over the source rows (``model.loss("source", ...)``, encoder
-    weight 1, reward weight 0.01) then ``target_passes`` passes over the target rows (weight 5, 1),
-    ``batch_size`` rows per member and step, Adam (``lr``). After each epoch every member whose
-    target hold-out error improved by more than ``improvement`` (relative) is saved; training
-    stops after ``patience`` epochs without such an improvement (or ``max_epochs``); the saved
-    members are restored and the ``num_elites`` best become the elites.
-
-    Returns:
-        ``{"epochs", "holdout_mse" (per member), "elites"}``.
-    """
-    dev = model.elites.device
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    def split(data, cap):
-        n = data[0].shape[0]
-        n_hold = min(int(n * holdout_fraction), cap)
-        perm = torch.randperm(n, generator=gen)
-        hold, train = perm[:n_hold].to(dev), perm[n_hold:].to(dev)
-        return [x.to(dev)[train] for x in data], [x.to(dev)[hold] for x in data]
-
-    src_train, _ = split(source, max_source_holdout)
-    tgt_train, tgt_hold = split(target, max_target_holdout)
-    if tgt_hold[0].shape[0] == 0:
-        tgt_hold = tgt_train  # too few target rows for a hold-out: select on the training rows
-    e = model.ensemble_size
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    boot = {name: torch.randint(d[0].shape[0], (e, d[0].shape[0]), generator=gen)
-            for name, d in (("source", src_train), ("target", tgt_train)) if d[0].shape[0] > 0}
-    best_loss = torch.full((e,), float("inf"))
-    best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
-    stale, epoch = 0, 0
-    passes = [("source", src_train, source_encoder_weight, source_reward_weight)] if "source" in boot else []
-    passes += [("target", tgt_train, target_encoder_weight, 1.0)] * int(target_passes)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc="MOBODY dynamics (epochs)", disable=not progress, mininterval=1.0)
-    while True:
-        epoch += 1
-        for domain, data, enc_w, rew_w in passes:
-            idx_all = boot[domain]
-            n = idx_all.shape[1]
-            for k in range(math.ceil(n / batch_size)):
-                idx = idx_all[:, k * batch_size:(k + 1) * batch_size].to(dev)                 # [E, b]
-                s, a, s2, r = (x[idx] for x in data)
-                loss, _ = model.loss(domain, s, a, s2, r, encoder_weight=enc_w, reward_weight=rew_w,
-                                     generator=noise_generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        for name in boot:  # a new order of each member's bootstrap rows
-            boot[name] = torch.gather(boot[name], 1, torch.argsort(torch.rand(boot[name].shape, generator=gen), 1))
-        err = model.transition_error(tgt_hold[0], tgt_hold[1], tgt_hold[2]).cpu()
-        better = (best_loss - err) / best_loss > improvement
-        better |= torch.isinf(best_loss)
-        if bool(better.any()):
-            best_loss = torch.where(better, err, best_loss)
-            with torch.no_grad():
-                for k, v in model.named_parameters():
-                    best_state[k][better.to(v.device)] = v[better.to(v.device)]
-            stale = 0
-        else:
-            stale += 1
-        bar.update(1)
-        bar.set_postfix(holdout=f"{float(best_loss.min()):.4g}")
-        if stale >= patience or (max_epochs is not None and epoch >= max_epochs):
-            break
-    bar.close()
-    with torch.no_grad():
-        for k, v in model.named_parameters():
-            v.copy_(best_state[k])
-        model.elites.copy_(torch.argsort(best_loss)[:model.elites.numel()].to(dev))
-    return {"epochs": epoch, "holdout_mse": best_loss, "elites": model.elites.tolist()}
 
 
 # ----------------------------------------------------------------------------- model rows and termination
@@ -492,14 +250,14 @@ class EnvTermination:
 
 
 # ----------------------------------------------------------------------------- the method
-class MOBODY(TD3Method):
+class MOBODY(ResumablePrepare, TD3Method):
     r"""MOBODY on the TD3 backbone: target-model rows, an optional source-reward correction and a
     Q-weighted behaviour-cloning actor regulariser (Guo et al., arXiv 2506.08460).
 
     :meth:`prepare` fits DARA's classifiers (``source_penalty="dara"``) and the dynamics model
-    (:func:`train_mobody_dynamics`). :meth:`edit_batch` corrects the source rewards (DARA:
-    ``r + penalty_coef clip(Δ, -10, 10)`` from the cached column; PAR: ``r - penalty_coef
-    mean_j (s'_j - s'_hat_j)^2``), refreshes the model rows every ``rollout_every`` steps
+    (:func:`~tabb_torchrl.methods.mobody_model.train_mobody_dynamics`). :meth:`edit_batch` corrects the
+    source rewards (DARA: ``r + penalty_coef clip(Δ, -10, 10)`` from the cached column; PAR:
+    ``r - penalty_coef mean_j (s'_j - s'_hat_j)^2``), refreshes the model rows every ``rollout_every`` steps
     (:meth:`refresh_model_rows`) and appends ``model_rows`` of them. :meth:`actor_regularizer` is
     ``bc_coef`` times :func:`q_weighted_bc_loss` on the dataset rows. The backbone's settings for
     MOBODY (no target actor, no target noise, an actor step every step, the actor on
@@ -511,7 +269,8 @@ class MOBODY(TD3Method):
         env_id (str, optional): the target env (passed by the recipe; termination of model rows).
 
     Keyword Args:
-        latent_dim, hidden, action_hidden, ensemble_size, num_elites: :class:`MOBODYDynamics`
+        latent_dim, hidden, action_hidden, ensemble_size, num_elites:
+            :class:`~tabb_torchrl.methods.mobody_model.MOBODYDynamics`
             (``16, 256, 32, 7, 5``: the authors' ``MOBODYModule`` / ``train_mobody.py``).
         dynamics_lr (float): Adam learning rate of the model. Defaults to ``1e-3`` (``--dynamics_lr``).
         dynamics_batch_size (int): rows per member and step. Defaults to ``256`` (``train(batch_size=256)``).
@@ -664,15 +423,30 @@ class MOBODY(TD3Method):
         return out
 
     # ------------------------------------------------------------------ pre-training
-    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
-        """DARA's classifiers (``source_penalty="dara"``), then the dynamics model, once before RL."""
+    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False,
+                checkpoint: Checkpoint | None = None) -> None:
+        """DARA's classifiers (``source_penalty="dara"``), then the dynamics model, once before RL.
+
+        Resumable (:class:`~tabb_torchrl.methods.base.ResumablePrepare`) in the dynamics model's
+        training: ``checkpoint()`` is called after every epoch
+        (:func:`~tabb_torchrl.methods.mobody_model.train_mobody_dynamics`); a ``prepare`` after
+        :meth:`load_prepare_state` skips DARA's classifiers (their weights are in ``state_dict()``)
+        and continues with the next epoch. DARA's classifier steps have no safe point.
+        """
         if device is not None:
             self.to(device)
         if source is None or source.shape[0] == 0:
             raise ValueError("MOBODY.prepare needs source transitions (algo.use_source=true).")
-        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        with self.preparing(checkpoint) as run:
+            self._prepare(source, target, device, progress, run.resume, run.safe_point)
+
+    def _prepare(self, source, target, device, progress: bool, resume, safe_point) -> None:
+        if resume is None:
+            seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        else:
+            seed = int(resume["seed"])
         self._generator.manual_seed(seed + 2)
-        if self.dara is not None:
+        if self.dara is not None and resume is None:
             self.dara.requires_grad_(True)
             try:
                 self.dara.prepare(source, target, device=device, progress=progress)
@@ -691,7 +465,9 @@ class MOBODY(TD3Method):
                 target_passes=self.target_passes, target_encoder_weight=self.target_encoder_weight,
                 source_reward_weight=self.source_reward_weight, max_epochs=self.dynamics_max_epochs,
                 patience=self.dynamics_patience, generator=torch.Generator().manual_seed(seed),
-                noise_generator=torch.Generator(device=dev).manual_seed(seed + 1), progress=progress)
+                noise_generator=torch.Generator(device=dev).manual_seed(seed + 1), progress=progress,
+                resume=None if resume is None else resume["dynamics"],
+                safe_point=lambda read: safe_point(lambda: {"seed": seed, "dynamics": read()}))
         finally:
             self.dynamics.requires_grad_(False)
         self.dynamics_epochs.fill_(int(info["epochs"]))

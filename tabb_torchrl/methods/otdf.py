@@ -28,14 +28,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tabb_torchrl.keys import DOMAIN_KEY, SOURCE
-from tabb_torchrl.methods.base import CrossDomainMethod, SourceEdit, SourceRows
+from tabb_torchrl.methods.base import Checkpoint, CrossDomainMethod, ResumablePrepare, SourceEdit, SourceRows
 
 __all__ = [
     "OTDF",
@@ -158,6 +158,9 @@ def transport_deviation(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
     progress: bool = False,
+    out: torch.Tensor | None = None,
+    start: int = 0,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     r"""Per-row optimal-transport deviation of source transitions from the target set (OTDF, Sec. 4.1).
 
@@ -199,6 +202,12 @@ def transport_deviation(
             the inputs to float16 under JAX).
         device: where to solve (the source's device when ``None``).
         progress (bool): a progress bar over the chunks.
+        out (torch.Tensor, optional): ``[n]`` tensor the deviations are written into (and returned);
+            a new float32 tensor on the source's device when ``None``.
+        start (int): the first source row to compute, a multiple of ``chunk`` or ``n`` (the rows before
+            it are left as they are in ``out``: a computation continued after a stop). Defaults to ``0``.
+        on_chunk (Callable, optional): called with the number of source rows done after each chunk
+            (the chunks are independent problems, so the rows done never change again).
 
     Returns:
         torch.Tensor: ``[n]`` float32 deviations (``<= 0``; larger = closer to the target data).
@@ -212,8 +221,6 @@ def transport_deviation(
         >>> transport_deviation(src, tgt, epsilon=1e-3, num_iter=1000).round(decimals=3)
         tensor([-0.0000, -0.2930])
     """
-    import ot
-
     if cost not in _COSTS:
         raise ValueError(f"transport_deviation: cost must be one of {_COSTS}, got {cost!r}.")
     if isinstance(scale_cost, str) and scale_cost not in _SCALE_COSTS:
@@ -234,31 +241,48 @@ def transport_deviation(
     n, m = source.shape[0], tgt.shape[0]
     if m == 0:
         raise ValueError("transport_deviation: the target set is empty.")
+    if not 0 <= int(start) <= n or (int(start) % int(chunk) and int(start) != n):
+        raise ValueError(f"transport_deviation: start must be a multiple of chunk={chunk} in [0, {n}] (or {n}: "
+                         f"all done), got {start}.")
     b = torch.full((m,), 1.0 / m, dtype=dtype, device=device)
-    out = torch.empty(n, dtype=torch.float32, device=source.device)
-    starts = range(0, n, int(chunk))
+    if out is None:
+        out = torch.empty(n, dtype=torch.float32, device=source.device)
+    elif tuple(out.shape) != (n,):
+        raise ValueError(f"transport_deviation: out must have shape [{n}] (one per source row), got {list(out.shape)}.")
+    starts = range(int(start), n, int(chunk))
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="OTDF transport", unit="chunk")
-    for start in starts:
-        x = source[start:start + int(chunk)].to(device=device, dtype=dtype)
+    for first in starts:
+        x = source[first:first + int(chunk)].to(device=device, dtype=dtype)
         k = x.shape[0]
-        c = _cost(x, tgt, cost)
-        if not bool(c.max() > 0):  # every pair at cost 0: nothing to transport
-            out[start:start + k] = 0.0
-            continue
-        scaled = c / _cost_scale(c, scale_cost)
-        reg = float(epsilon * scaled.mean()) if relative_epsilon else float(epsilon)
-        a = torch.full((k,), 1.0 / k, dtype=dtype, device=device)
-        plan = ot.sinkhorn(a, b, scaled, reg, method=method, numItermax=int(num_iter),
-                           stopThr=float(stop_threshold), warn=False)
-        del scaled
-        dev = -(plan.mul_(c)).sum(1)
-        if row_mass == "unit":
-            dev = dev * k
-        out[start:start + k] = dev.to(out.device, torch.float32)
+        out[first:first + k] = _chunk_deviation(x, tgt, b, cost=cost, epsilon=epsilon,
+                                                relative_epsilon=relative_epsilon, scale_cost=scale_cost,
+                                                num_iter=num_iter, stop_threshold=stop_threshold, method=method,
+                                                row_mass=row_mass).to(out.device, out.dtype)
+        if on_chunk is not None:
+            on_chunk(first + k)
     return out
+
+
+def _chunk_deviation(x: torch.Tensor, tgt: torch.Tensor, b: torch.Tensor, *, cost, epsilon, relative_epsilon,
+                     scale_cost, num_iter, stop_threshold, method, row_mass) -> torch.Tensor:
+    """The deviations of one chunk ``x`` (:func:`transport_deviation`), in ``x``'s dtype."""
+    import ot
+
+    k = x.shape[0]
+    c = _cost(x, tgt, cost)
+    if not bool(c.max() > 0):  # every pair at cost 0: nothing to transport
+        return torch.zeros(k, dtype=x.dtype, device=x.device)
+    scaled = c / _cost_scale(c, scale_cost)
+    reg = float(epsilon * scaled.mean()) if relative_epsilon else float(epsilon)
+    a = torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device)
+    plan = ot.sinkhorn(a, b, scaled, reg, method=method, numItermax=int(num_iter),
+                       stopThr=float(stop_threshold), warn=False)
+    del scaled
+    dev = -(plan.mul_(c)).sum(1)
+    return dev * k if row_mass == "unit" else dev
 
 
 # ---------------------------------------------------------------------------- per-batch filter
@@ -388,7 +412,9 @@ class BehaviorVAE(nn.Module):
 
 def train_vae(vae: BehaviorVAE, state: torch.Tensor, action: torch.Tensor, *, steps: int = 10000,
               batch_size: int = 128, lr: float = 1e-3, kl_weight: float = 0.5,
-              generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+              generator: torch.Generator | None = None, progress: bool = False,
+              resume: Mapping | None = None,
+              safe_point: Callable[[Callable[[], dict]], None] | None = None) -> torch.Tensor:
     """Fits ``vae`` on ``(state, action)`` with Adam on uniformly drawn mini-batches (authors' ``train_vae``).
 
     The parameters get gradients only here (they are frozen again on return).
@@ -406,6 +432,12 @@ def train_vae(vae: BehaviorVAE, state: torch.Tensor, action: torch.Tensor, *, st
         generator (torch.Generator, optional): for the mini-batch draws and the latent noise (on the
             VAE's device), so that the fit does not depend on the global RNG.
         progress (bool): a progress bar.
+        resume (Mapping, optional): a state that ``safe_point`` read earlier (with ``vae`` holding the
+            weights of that moment): the fit continues from its step, optimiser and generator state.
+        safe_point (Callable, optional): called after every step with a function that returns the
+            fit's state (``{"step", "optimizer", "generator", "last_loss"}``; the weights are ``vae``'s),
+            e.g. :meth:`~tabb_torchrl.methods.base.PrepareProgress.safe_point`. Without ``generator`` the
+            draws come from the global RNG, which the caller then restores too.
 
     Returns:
         torch.Tensor: the VAE loss on the last mini-batch (detached; ``nan`` when ``steps == 0``).
@@ -429,28 +461,41 @@ def train_vae(vae: BehaviorVAE, state: torch.Tensor, action: torch.Tensor, *, st
         raise ValueError("train_vae: no target transitions to fit.")
     vae.requires_grad_(True)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
-    steps_iter = range(int(steps))
-    if progress:
-        from tqdm.auto import tqdm
+    step = 0
+    if resume is not None:
+        step, last = int(resume["step"]), resume["last_loss"]
+        optimizer.load_state_dict(resume["optimizer"])
+        if generator is not None:
+            generator.set_state(resume["generator"])
 
-        steps_iter = tqdm(steps_iter, desc="OTDF VAE", mininterval=1.0)
+    def fit_state() -> dict:
+        return {"step": step, "optimizer": optimizer.state_dict(), "last_loss": last,
+                "generator": None if generator is None else generator.get_state()}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(steps), initial=step, desc="OTDF VAE", disable=not progress, mininterval=1.0)
     try:
         with torch.enable_grad():
-            for _ in steps_iter:
+            while step < int(steps):
                 idx = torch.randint(0, n, (int(batch_size),), generator=generator, device=device)
                 loss = vae.loss(state[idx], action[idx], kl_weight, generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        last = loss.detach()
+                step, last = step + 1, loss.detach()
+                bar.update(1)
+                if safe_point is not None:
+                    safe_point(fit_state)
     finally:
+        bar.close()
         vae.requires_grad_(False)
         vae.zero_grad(set_to_none=True)
     return last
 
 
 # ---------------------------------------------------------------------------- the method
-class OTDF(CrossDomainMethod):
+class OTDF(ResumablePrepare, CrossDomainMethod):
     r"""Optimal Transport Data Filtering (Lyu et al., ICLR 2025) on the IQL backbone, raw states.
 
     Source rows carry a deviation ``d`` computed once before RL (:func:`transport_deviation`,
@@ -613,8 +658,15 @@ class OTDF(CrossDomainMethod):
         obs = data.get(self.observation_key)
         return torch.cat([obs, data.get(self.action_key).to(obs.dtype), data.get(("next", self.observation_key))], -1)
 
-    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False) -> None:
+    def prepare(self, source, target, *, device: torch.device | None = None, progress: bool = False,
+                checkpoint: Checkpoint | None = None) -> None:
         """OT deviations of the source rows (the ``deviation`` buffer); the VAE fitted on the target ``(s, a)``.
+
+        Resumable (:class:`~tabb_torchrl.methods.base.ResumablePrepare`): ``checkpoint()`` is called
+        after every OT chunk (the deviations of the chunks done are in the ``deviation`` buffer, hence
+        in ``state_dict()``; :meth:`prepare_state` holds how many rows are done) and after every VAE
+        step (the step, the optimiser, the generator and the seed); a ``prepare`` after
+        :meth:`load_prepare_state` continues with the next chunk or step.
 
         Args:
             source (TensorDictBase): source transitions (``None`` or empty: no deviations).
@@ -623,23 +675,46 @@ class OTDF(CrossDomainMethod):
         Keyword Args:
             device (torch.device, optional): where the OT is solved (the VAE trains on its own device).
             progress (bool): progress bars.
+            checkpoint (Callable, optional): called at every safe point (see above).
         """
-        if source is not None and source.shape[0] > 0:
-            t0 = time.perf_counter()
-            dev = transport_deviation(self._transitions(source), self._transitions(target), device=device,
-                                      progress=progress, **self.ot_kwargs)
-            self.deviation = dev.to(self.deviation.device)
-            _LOG.info("OTDF: transport deviations of %d source rows against %d target rows in %.1f s",
-                      source.shape[0], target.shape[0], time.perf_counter() - t0)
-        if self.reg_weight > 0:
-            t0 = time.perf_counter()
-            vae_device = next(self.vae.parameters()).device
+        with self.preparing(checkpoint) as run:
+            resume = run.resume or {}
+            stage = resume.get("stage", "ot")
+            if stage == "ot" and source is not None and source.shape[0] > 0:
+                self._fit_deviations(source, target, int(resume.get("rows_done", 0)), run.safe_point, device,
+                                     progress)
+            if self.reg_weight > 0:
+                self._fit_vae(target, resume if stage == "vae" else None, run.safe_point, progress)
+
+    def _fit_deviations(self, source, target, done: int, safe_point, device, progress: bool) -> None:
+        n = source.shape[0]
+        if done == 0:
+            self.deviation = torch.zeros(n, device=self.deviation.device)
+        elif self.deviation.numel() != n:
+            raise ValueError(f"OTDF.prepare: the checkpoint holds {self.deviation.numel()} deviations, the source "
+                             f"data has {n} rows. Fix: resume with the data of the run, or start a new run.")
+        t0 = time.perf_counter()
+        transport_deviation(self._transitions(source), self._transitions(target), device=device, progress=progress,
+                            out=self.deviation, start=done,
+                            on_chunk=lambda rows: safe_point(lambda: {"stage": "ot", "rows_done": rows}),
+                            **self.ot_kwargs)
+        _LOG.info("OTDF: transport deviations of %d source rows against %d target rows in %.1f s",
+                  n, target.shape[0], time.perf_counter() - t0)
+
+    def _fit_vae(self, target, resume, safe_point, progress: bool) -> None:
+        t0 = time.perf_counter()
+        vae_device = next(self.vae.parameters()).device
+        if resume is not None:
+            seed = int(resume["seed"])
+        else:
             seed = int(torch.randint(0, 2**62, (1,))) if self.seed is None else self.seed
-            gen = torch.Generator(device=vae_device).manual_seed(seed)
-            loss = train_vae(self.vae, target.get(self.observation_key), target.get(self.action_key),
-                             generator=gen, progress=progress, **self.vae_kwargs)
-            _LOG.info("OTDF: VAE fitted on %d target rows in %.1f s (last loss %.4g)", target.shape[0],
-                      time.perf_counter() - t0, float(loss))
+        gen = torch.Generator(device=vae_device).manual_seed(seed)
+        loss = train_vae(self.vae, target.get(self.observation_key), target.get(self.action_key),
+                         generator=gen, progress=progress, resume=resume,
+                         safe_point=lambda read: safe_point(lambda: {"stage": "vae", "seed": seed, **read()}),
+                         **self.vae_kwargs)
+        _LOG.info("OTDF: VAE fitted on %d target rows in %.1f s (last loss %.4g)", target.shape[0],
+                  time.perf_counter() - t0, float(loss))
 
     def add_columns(self, data) -> None:
         """Writes ``"ot_deviation"``: the stored deviation on source rows (in order), ``0`` on target rows.

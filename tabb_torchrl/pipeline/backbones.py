@@ -33,8 +33,11 @@ class OwnBackbone:
     Attributes:
         make (Callable): ``(cfg, env_id, *, device) -> (actor, loss_module, target_updater, optimizers)``.
         make_update (Callable): ``(cfg, loss_module, replay_buffer, optimizers, target_updater, *, step) -> update``.
-        prepare (Callable, optional): ``(loss_module, source, target, *, device, progress)``, once per run
-            before RL (the trainer records that it ran; checkpoints hold what it trained).
+        prepare (Callable, optional): ``(loss_module, source, target, *, device, progress[, checkpoint])``,
+            once per run before RL (the trainer records that it ran; checkpoints hold what it trained).
+            ``checkpoint`` is given when the loss module's method is a
+            :class:`~tabb_torchrl.methods.base.ResumablePrepare`: its safe points may write a checkpoint
+            of the partial pre-training, from which a resumed run continues.
         columns (Callable, optional): ``loss_module -> object`` with ``add_columns(td)``, called on the data
             stored in the RL buffer (every session, a resumed one included).
 
@@ -129,8 +132,8 @@ def _make_td3_update(cfg, loss_module, replay_buffer, optimizers, target_updater
     return make_td3_update(cfg, loss_module, replay_buffer, optimizers, target_updater, step=step)
 
 
-def _td3_prepare(loss_module, source, target, *, device=None, progress=False) -> None:
-    loss_module.method.prepare(source, target, device=device, progress=progress)
+def _td3_prepare(loss_module, source, target, *, device=None, progress=False, **kwargs) -> None:
+    loss_module.method.prepare(source, target, device=device, progress=progress, **kwargs)  # kwargs: checkpoint
 
 
 def _td3_columns(loss_module):

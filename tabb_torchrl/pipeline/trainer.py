@@ -24,6 +24,13 @@ torch / numpy / python RNG states, the step counters, the evaluation history and
 the logger position, so that a resumed run ends with the same parameters and the
 same summary numbers as an uninterrupted run (on CPU, same thread count).
 
+A cross-domain method's own pre-training before RL (``prepare``: BOSA's VAEs, MOBODY's and
+DROCO's dynamics models, OTDF's optimal transport and VAE) is checkpointed too when the method
+is a :class:`~tabb_torchrl.methods.base.ResumablePrepare`: at its safe points, once
+``checkpoint.prepare_every_s`` seconds have passed since the last checkpoint, the checkpoint
+gets the partial state (``method_prepare_state``) and a resumed run continues ``prepare`` where
+it stopped, to the same result.
+
 Every step's losses (the entries named ``loss*``) are watched: a NaN or inf stops
 the run with :class:`NonFiniteLossError`, naming the loss and the step, before the
 next log line, evaluation or checkpoint (so the last checkpoint keeps finite
@@ -193,6 +200,8 @@ class TABBTrainer:
         self.ckpt_every = int(_get(cfg, "checkpoint.every"))
         self.ckpt_path = self.run_dir / _get(cfg, "checkpoint.filename")
         self.max_steps_this_session = _get(cfg, "max_steps_this_session")
+        every_s = _get(cfg, "checkpoint.prepare_every_s", 300)
+        self.prepare_every_s = None if every_s is None else float(every_s)
         seed = int(_get(cfg, "seed"))
         s_pre, s_stage2, s_holdout, s_rl = spawn_seeds(seed, 4)
         self._rl_seed = s_rl
@@ -211,6 +220,7 @@ class TABBTrainer:
         self.rl_rb = None
         self.rl_update = None  # make_rl_update(...), set by prepare_rl
         self.method_prepared = False  # the cross-domain method's prepare() ran (saved in checkpoints)
+        self._last_prepare_ckpt = 0.0  # time.monotonic() of the last checkpoint during prepare()
         self._update_intervals: list[float] = []  # seconds per RL update, per log interval
         self._loss_window: list[tuple[str, int, int, torch.Tensor]] = []  # (phase, step, global step, losses)
         self._loss_keys: dict[str, tuple[str, ...]] = {}
@@ -236,6 +246,31 @@ class TABBTrainer:
             if _get(self.cfg, "checkpoint.save_on_stop", True):
                 self.save_checkpoint()
             raise _StopSession
+
+    def prepare_checkpoint(self) -> None:
+        """The ``checkpoint`` callback given to a resumable method's ``prepare`` (called at its safe points):
+        writes a checkpoint, partial pre-training state included, once ``checkpoint.prepare_every_s``
+        seconds have passed since the last one (``0``: at every safe point; ``null``: never)."""
+        if self.prepare_every_s is None:
+            return
+        if time.monotonic() - self._last_prepare_ckpt >= self.prepare_every_s:
+            self.save_checkpoint()
+            self._last_prepare_ckpt = time.monotonic()
+
+    def _method(self):
+        """The loss module's cross-domain method (``None`` for a backbone without one, e.g. CQL)."""
+        return getattr(self.loss_module, "method", None)
+
+    def _prepare_kwargs(self) -> dict:
+        """``{"checkpoint": self.prepare_checkpoint}`` for a resumable method
+        (:class:`~tabb_torchrl.methods.base.ResumablePrepare`), ``{}`` otherwise; starts the clock of
+        ``checkpoint.prepare_every_s``."""
+        from tabb_torchrl.methods.base import ResumablePrepare
+
+        if not isinstance(self._method(), ResumablePrepare):
+            return {}
+        self._last_prepare_ckpt = time.monotonic()
+        return {"checkpoint": self.prepare_checkpoint}
 
     # ------------------------------------------------------------------ non-finite guard
     def _watch(self, phase: str, step: int, out) -> None:
@@ -424,7 +459,7 @@ class TABBTrainer:
             if backbone.prepare is not None and not self.method_prepared:  # once per run (checkpointed)
                 t0 = time.time()
                 backbone.prepare(self.loss_module, self.source, self.target, device=self.device,
-                                 progress=self.show_progress)
+                                 progress=self.show_progress, **self._prepare_kwargs())
                 _LOG.info("%s prepared in %.1f s", _get(self.cfg, "algo.name"), time.time() - t0)
             self.method_prepared = True
             columns = None if backbone.columns is None else backbone.columns(self.loss_module)
@@ -436,7 +471,8 @@ class TABBTrainer:
         method = self.loss_module.method
         if not self.method_prepared:  # the method's own pre-training, once per run (checkpointed with the loss)
             t0 = time.time()
-            method.prepare(self.source, self.target, device=self.device, progress=self.show_progress)
+            method.prepare(self.source, self.target, device=self.device, progress=self.show_progress,
+                           **self._prepare_kwargs())
             self.method_prepared = True
             from tabb_torchrl.methods import CrossDomainMethod
 
@@ -587,8 +623,18 @@ class TABBTrainer:
             "wall_time_s": self.wall_time(),
             "latent_cache_mb": self.latent_cache_mb,
             "method_prepared": self.method_prepared,
+            "method_prepare_state": self._prepare_state(),
         }
         return state
+
+    def _prepare_state(self) -> dict | None:
+        """The partial state of a resumable method's ``prepare`` in progress (``None`` otherwise)."""
+        from tabb_torchrl.methods.base import ResumablePrepare
+
+        method = self._method()
+        if self.method_prepared or not isinstance(method, ResumablePrepare):
+            return None
+        return method.prepare_state()
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (the logger is restored by the recipe)."""
@@ -636,6 +682,17 @@ class TABBTrainer:
         self._session_start = time.time()
         self.latent_cache_mb = float(state.get("latent_cache_mb", 0.0))
         self.method_prepared = bool(state["method_prepared"])
+        partial = state.get("method_prepare_state")  # absent in checkpoints written before it existed
+        if partial is not None:
+            from tabb_torchrl.methods.base import ResumablePrepare
+
+            method = self._method()
+            if not isinstance(method, ResumablePrepare):
+                raise ConfigError(
+                    f"The checkpoint holds a partial pre-training of method {partial.get('method')!r}, which this "
+                    f"run's {type(method).__name__} cannot continue. Fix: resume with the configuration that "
+                    "wrote it, or start a new run.")
+            method.load_prepare_state(partial)
         self._last_ckpt_step = self.progress.global_step
         if self.progress.phase in ("rl", "done"):
             self.latent_model.freeze()
