@@ -175,26 +175,34 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("prepare_resume_data")
 
 
-def _overrides(data_root, run_dir, *extra):
-    return ["+preset=smoke", f"data.root={data_root}", "progress=false", "optim.steps=10", "eval.every=10",
-            "eval.episodes=1", "eval.max_episode_steps=20", "algo.bosa.pretrain_steps=8", "algo.bosa.vae_hidden=16",
-            "checkpoint.prepare_every_s=0", f"run_dir={run_dir}", *extra]
+# BOSA on the TD3 backbone (backbones.py's prepare), OTDF on the IQL core (the method's prepare):
+# the 3rd safe point is BOSA's 3rd VAE step, OTDF's 2nd VAE step after its one OT chunk (2,000 source rows)
+ALGOS = {"bosa": (["algo.bosa.pretrain_steps=8", "algo.bosa.vae_hidden=16"], {"step": 3}),
+         "otdf": (["algo.method_kwargs.vae_steps=8", "algo.method_kwargs.vae_hidden=16"],
+                  {"stage": "vae", "step": 2})}
 
 
-def _run(data_root, run_dir, *extra):
+def _run(algo, data_root, run_dir, *extra):
     from tabb_torchrl.pipeline.compose import compose_config
     from tabb_torchrl.pipeline.experiment import run_experiment
 
-    return run_experiment(compose_config("bosa", _overrides(data_root, run_dir, *extra)))
+    overrides = ["+preset=smoke", f"data.root={data_root}", "progress=false", "optim.steps=10", "eval.every=10",
+                 "eval.episodes=1", "eval.max_episode_steps=20", "checkpoint.prepare_every_s=0",
+                 f"run_dir={run_dir}", *ALGOS[algo][0], *extra]
+    return run_experiment(compose_config(algo, overrides))
 
 
-def test_a_session_ending_mid_prepare_resumes_to_the_same_run(data_root, tmp_path, monkeypatch):
-    """BOSA through the recipe's run: the session ends after the 3rd of 8 VAE steps (a checkpoint at every
-    safe point, prepare_every_s=0); resume=true continues prepare() at step 4 and the run ends as an
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_a_session_ending_mid_prepare_resumes_to_the_same_run(algo, data_root, tmp_path, monkeypatch):
+    """Through the recipe's run: the session ends at the 3rd safe point of prepare() (a checkpoint at every
+    safe point, prepare_every_s=0); resume=true continues prepare() from there and the run ends as an
     uninterrupted one. An older checkpoint without the new key still loads."""
+    from functools import partial
+
     from tabb_torchrl.pipeline import trainer as trainer_module
 
-    full = _run(data_root, tmp_path / "full")
+    run = partial(_run, algo, data_root)
+    full = run(tmp_path / "full")
     assert full.complete and full.trainer.method_prepared
     calls = []
     original = trainer_module.TABBTrainer.prepare_checkpoint
@@ -206,13 +214,14 @@ def test_a_session_ending_mid_prepare_resumes_to_the_same_run(data_root, tmp_pat
             raise trainer_module._StopSession  # as max_steps_this_session stops a session
 
     monkeypatch.setattr(trainer_module.TABBTrainer, "prepare_checkpoint", stop_after_three)
-    stopped = _run(data_root, tmp_path / "resumed")
+    stopped = run(tmp_path / "resumed")
     assert not stopped.complete
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert not ckpt["method_prepared"] and ckpt["method_prepare_state"]["step"] == 3
-    assert ckpt["method_prepare_state"]["method"] == "bosa" and ckpt["progress"]["rl_step"] == 0
+    state = ckpt["method_prepare_state"]
+    assert not ckpt["method_prepared"] and state["method"] == algo and ckpt["progress"]["rl_step"] == 0
+    assert {key: state[key] for key in ALGOS[algo][1]} == ALGOS[algo][1]
     monkeypatch.setattr(trainer_module.TABBTrainer, "prepare_checkpoint", original)
-    resumed = _run(data_root, tmp_path / "resumed", "resume=true")
+    resumed = run(tmp_path / "resumed", "resume=true")
     assert resumed.complete
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
@@ -222,5 +231,5 @@ def test_a_session_ending_mid_prepare_resumes_to_the_same_run(data_root, tmp_pat
     # a checkpoint written before method_prepare_state existed (a finished run) resumes as before
     del b["method_prepare_state"]
     torch.save(b, tmp_path / "resumed" / "checkpoint.pt")
-    again = _run(data_root, tmp_path / "resumed", "resume=true")
+    again = run(tmp_path / "resumed", "resume=true")
     assert again.complete and again.trainer.progress.rl_step == 10
