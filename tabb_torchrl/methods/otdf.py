@@ -532,8 +532,9 @@ class OTDF(ResumablePrepare, CrossDomainMethod):
         source_in_value (bool): value loss also on the (weighted, kept) source rows. Defaults to ``True``.
         source_in_actor (bool): AWR loss also on them. Defaults to ``True``.
         critic_deltas (tuple, optional): per-domain Huber thresholds of the critic
-            (:attr:`~tabb_torchrl.methods.CrossDomainMethod.critic_deltas`); ``None`` (default): the
-            backbone's ``loss.huber_delta``; ``(None, None)``: the authors' squared error.
+            (:attr:`~tabb_torchrl.methods.CrossDomainMethod.critic_deltas`); ``(None, None)`` (default):
+            the authors' squared error ``0.5 (Q - y)^2`` on both domains; ``None``: the recipe's Huber
+            loss (``loss.huber_delta``, TABB's reconstructed Eq. 8).
         ot_chunk (int): source rows per OT problem (:func:`transport_deviation`'s ``chunk``). ``10000``.
         ot_epsilon (float): ``epsilon``. ``0.05``.
         ot_relative_epsilon (bool): ``relative_epsilon``. ``True``.
@@ -588,7 +589,7 @@ class OTDF(ResumablePrepare, CrossDomainMethod):
         normalize_eps: float = 1e-8,
         source_in_value: bool = True,
         source_in_actor: bool = True,
-        critic_deltas: tuple | None = None,
+        critic_deltas: tuple | None = (None, None),
         ot_chunk: int = 10000,
         ot_epsilon: float = 0.05,
         ot_relative_epsilon: bool = True,
