@@ -133,22 +133,26 @@ def test_behaviour_cloning_first_then_cql_and_the_step_count_resumes():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_kill_resume_and_the_actor_loads(tmp_path):
-    common = ["+preset=smoke", "algo=cql", f"data.root={tmp_path / 'data'}", "progress=false", "optim.steps=100",
-              "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50",
-              "algo.cql.policy_eval_start=50", "algo.cql.num_random=4"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], tmp_path)
-    assert "normalized_score" in proc.stdout and "| cql" in proc.stdout
-    _run([*common, f"run_dir={resumed}", "max_steps_this_session=70"], tmp_path)   # a kill after step 70
-    _run([*common, f"run_dir={resumed}", "resume=true"], tmp_path)
+def _recipe_args(workdir):
+    return ["+preset=smoke", "algo=cql", f"data.root={workdir / 'data'}", "progress=false", "optim.steps=100",
+            "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50",
+            "algo.cql.policy_eval_start=50", "algo.cql.num_random=4"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=cql``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("cql_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout
+
+
+def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
+    _, full, stdout = smoke_run
+    assert "normalized_score" in stdout and "| cql" in stdout
     ca = torch.load(full / "checkpoint.pt", weights_only=False)
-    cb = torch.load(resumed / "checkpoint.pt", weights_only=False)
     assert sorted(ca["optimizers"]) == ["actor", "alpha", "alpha_prime", "qvalue"]
-    a, b = _flatten(ca["loss_module"]), _flatten(cb["loss_module"])
-    assert a.keys() == b.keys() and "log_alpha_prime/" in a
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert "log_alpha_prime/" in _flatten(ca["loss_module"])
     logs = next((full / "logs").iterdir()) / "scalars" / "train"
     assert (logs / "loss_cql.csv").exists() and (logs / "cql_bc_phase.csv").exists()
     # the robustness evaluation's loader rebuilds the CQL actor of a run directory
@@ -159,3 +163,16 @@ def test_recipe_smoke_run_kill_resume_and_the_actor_loads(tmp_path):
     params = dict(actor.named_parameters())
     torch.testing.assert_close(params["module.0.module.0.0.weight"],
                                ca["loss_module"]["actor_network_params.module.0.module.0.0.weight"])
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
+    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert a.keys() == b.keys() and "log_alpha_prime/" in a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -230,6 +230,9 @@ def test_delayed_actor_steps_and_target_updates():
     assert not all(torch.equal(a, b) for a, b in zip(actor0, loss.actor.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(target0, loss.target_critic.parameters()))
     assert set(update().keys()) >= {"loss_qvalue", "loss_actor"} and update.step_count == 3
+    # a resumed run's update continues the count: restarted at step 3, its first step (the 4th) updates the actor
+    resumed = TD3Update(loss, rb, opts, PolyakUpdate(loss, 0.5), policy_delay=2, step=update.step_count)
+    assert float(resumed()["actor_updated"]) == 1.0 and resumed.step_count == 4
 
 
 def test_the_critic_loss_reaches_only_the_critic():
@@ -243,21 +246,25 @@ def test_the_critic_loss_reaches_only_the_critic():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_kill_resume_and_the_actor_loads(tmp_path):
-    common = ["+preset=smoke", "algo=bosa", f"data.root={tmp_path / 'data'}", "progress=false", "optim.steps=100",
-              "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], tmp_path)
-    assert "normalized_score" in proc.stdout and "| bosa" in proc.stdout
-    _run([*common, f"run_dir={resumed}", "max_steps_this_session=70"], tmp_path)   # a kill after step 70
-    _run([*common, f"run_dir={resumed}", "resume=true"], tmp_path)
+def _recipe_args(workdir):
+    return ["+preset=smoke", "algo=bosa", f"data.root={workdir / 'data'}", "progress=false", "optim.steps=100",
+            "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=bosa``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("bosa_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout
+
+
+def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
+    _, full, stdout = smoke_run
+    assert "normalized_score" in stdout and "| bosa" in stdout
     ca = torch.load(full / "checkpoint.pt", weights_only=False)
-    cb = torch.load(resumed / "checkpoint.pt", weights_only=False)
     assert sorted(ca["optimizers"]) == ["actor", "qvalue"] and ca["method_prepared"]
-    a, b = _flatten(ca["loss_module"]), _flatten(cb["loss_module"])
-    assert a.keys() == b.keys() and any(k.startswith("method.dynamics_vae.") for k in a)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert any(k.startswith("method.dynamics_vae.") for k in _flatten(ca["loss_module"]))
     logs = next((full / "logs").iterdir()) / "scalars" / "train"
     assert (logs / "bosa_mask_ratio.csv").exists() and (logs / "loss_actor.csv").exists()
     from tabb_torchrl.robustness import load_run_actor
@@ -266,3 +273,16 @@ def test_recipe_smoke_run_kill_resume_and_the_actor_loads(tmp_path):
     assert cfg.algo.name == "bosa" and info["rl_step"] == 100
     torch.testing.assert_close(dict(actor.named_parameters())["module.net.0.weight"],
                                ca["loss_module"]["actor.module.net.0.weight"])
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
+    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert a.keys() == b.keys() and any(k.startswith("method.dynamics_vae.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -115,6 +115,13 @@ def test_classifiers_learn_a_separable_toy_problem():
     again = data.clone()
     m.add_columns(again)
     assert torch.equal(again[LOG_RATIO_COLUMN], ratio)
+    # ... also by a method of other initial weights that loads the checkpointed state (a resumed run)
+    torch.manual_seed(3)
+    fresh = DARA(obs_dim=2, action_dim=1, hidden_sizes=(32, 32), noise_std=0.1, classifier_steps=300, seed=1)
+    fresh.load_state_dict(m.state_dict())
+    resumed = data.exclude(LOG_RATIO_COLUMN)
+    fresh.add_columns(resumed)
+    assert torch.equal(resumed[LOG_RATIO_COLUMN], ratio)
     # same seed, same init -> same classifiers
     torch.manual_seed(5)
     m1 = DARA(obs_dim=2, action_dim=1, hidden_sizes=(8,), classifier_steps=20)
@@ -183,20 +190,38 @@ def test_the_critic_is_squared_as_the_authors_unless_asked():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
-    common = ["+preset=smoke", "algo=dara", f"data.root={tmp_path / 'data'}", "progress=false",
-              "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
-              "logger.log_every=50", "algo.method_kwargs.classifier_steps=30"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], tmp_path)
-    assert "normalized_score" in proc.stdout
-    _run([*common, f"run_dir={resumed}", "max_steps_this_session=70"], tmp_path)   # a kill after step 70
-    _run([*common, f"run_dir={resumed}", "resume=true"], tmp_path)
+def _recipe_args(workdir):
+    return ["+preset=smoke", "algo=dara", f"data.root={workdir / 'data'}", "progress=false",
+            "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
+            "logger.log_every=50", "algo.method_kwargs.classifier_steps=30"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=dara``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("dara_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout
+
+
+def test_recipe_smoke_run(smoke_run):
+    _, full, stdout = smoke_run
+    assert "normalized_score" in stdout
+    state = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert any("sas_classifier" in k for k in state)                  # the classifiers are checkpointed
+    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert (logs / "dara_log_ratio.csv").exists() and (logs / "dara_clipped.csv").exists()
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
     a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
     b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
     assert a.keys() == b.keys() and any("sas_classifier" in k for k in a)
     for key in a:
         if isinstance(a[key], torch.Tensor):
             assert torch.equal(a[key], b[key]), key
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
-    assert (logs / "dara_log_ratio.csv").exists() and (logs / "dara_clipped.csv").exists()

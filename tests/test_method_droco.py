@@ -240,20 +240,38 @@ def test_registry_settings_and_checkpointed_state():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
-    common = ["+preset=smoke", "algo=droco", f"data.root={tmp_path / 'data'}", "progress=false",
-              "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
-              "logger.log_every=50", "algo.method_kwargs.epochs=3", "algo.method_kwargs.hidden_sizes=[32,32]"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], tmp_path)
-    assert "normalized_score" in proc.stdout and "DROCO: ensemble of 7" in proc.stdout + proc.stderr
-    _run([*common, f"run_dir={resumed}", "max_steps_this_session=70"], tmp_path)   # a kill after step 70
-    _run([*common, f"run_dir={resumed}", "resume=true"], tmp_path)
+def _recipe_args(workdir):
+    return ["+preset=smoke", "algo=droco", f"data.root={workdir / 'data'}", "progress=false",
+            "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
+            "logger.log_every=50", "algo.method_kwargs.epochs=3", "algo.method_kwargs.hidden_sizes=[32,32]"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=droco``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("droco_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout + proc.stderr
+
+
+def test_recipe_smoke_run(smoke_run):
+    _, full, output = smoke_run
+    assert "normalized_score" in output and "DROCO: ensemble of 7" in output
+    state = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert any("ensemble.weights" in k for k in state)                 # the ensemble is checkpointed
+    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert (logs / "droco_penalty.csv").exists() and (logs / "droco_penalized.csv").exists()
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
     a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
     b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
     assert a.keys() == b.keys() and any("ensemble.weights" in k for k in a)
     for key in a:
         if isinstance(a[key], torch.Tensor):
             assert torch.equal(a[key], b[key]) or (a[key].isnan().all() and b[key].isnan().all()), key
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
-    assert (logs / "droco_penalty.csv").exists() and (logs / "droco_penalized.csv").exists()

@@ -154,6 +154,24 @@ def test_prepare_changes_the_encoders_and_learns_the_dynamics_gap():
         assert torch.equal(v, m2.encoders.state_dict()[k]), k
 
 
+def test_a_method_loaded_from_the_checkpoint_writes_the_same_score_column():
+    """A resumed run rebuilds the method (other initial weights), loads the checkpointed state and writes the
+    score column again: the same numbers as the uninterrupted run's (encoders and the observation statistics)."""
+    g = torch.Generator().manual_seed(5)
+    target, source = _toy(64, +1.0, g), _toy(128, -1.0, g)
+    m = IGDF(2, 1, xi=0.5, repr_dim=4, hidden_sizes=(16,), pretrain_steps=10, batch_size=16, seed=0)
+    m.prepare(source, target)
+    assert not torch.equal(m.encoders.obs_mean, torch.zeros(2))       # prepare() set the statistics
+    data = torch.cat([source, target])
+    m.add_columns(data)
+    torch.manual_seed(1)
+    fresh = IGDF(2, 1, xi=0.5, repr_dim=4, hidden_sizes=(16,), pretrain_steps=10, batch_size=16, seed=0)
+    fresh.load_state_dict(m.state_dict())
+    resumed = data.exclude("igdf_score")
+    fresh.add_columns(resumed)
+    assert torch.equal(resumed["igdf_score"], data["igdf_score"])
+
+
 # ---------------------------------------------------------------- through the core
 def _batch():
     g = torch.Generator().manual_seed(3)
@@ -257,21 +275,39 @@ def _same_parameters(a: dict, b: dict) -> None:
             assert torch.equal(va, b[key]), key
 
 
-def test_recipe_smoke_and_kill_resume_match(tmp_path):
-    base = ["+preset=smoke", f"data.root={tmp_path / 'data'}", "progress=false", "logger.log_every=50",
+def _recipe_args(workdir):
+    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50",
             "algo=igdf", "algo.method_kwargs.pretrain_steps=30", "optim.steps=100", "eval.every=100",
             "checkpoint.every=30"]
-    full = _recipe([*base, f"run_dir={tmp_path / 'full'}"], tmp_path)
-    assert "method igdf prepared" in full.stdout + full.stderr
-    resumed_dir = tmp_path / "resumed"
-    stop = [*base, f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
-    _recipe([*stop, "max_steps_this_session=70"], tmp_path)              # killed after step 70, checkpoint at 60
-    again = _recipe([*stop, "resume=true"], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=igdf``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("igdf_recipe")
+    proc = _recipe([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout + proc.stderr
+
+
+def test_recipe_smoke_run(smoke_run):
+    _, full, output = smoke_run
+    assert "method igdf prepared" in output
+    a = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert a["progress"]["rl_step"] == 100
+    assert any(k.startswith("method.encoders.") for k in a["loss_module"])    # checkpointed with the loss
+    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert (logs / "kept.csv").exists() and (logs / "igdf_score.csv").exists()
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed_dir = workdir / "resumed"
+    stop = [*_recipe_args(workdir), f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
+    _recipe([*stop, "max_steps_this_session=70"], workdir)              # killed after step 70, checkpoint at 60
+    again = _recipe([*stop, "resume=true"], workdir)
     assert "method igdf prepared" not in again.stdout + again.stderr      # prepare() ran once per run
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=False)
     b = torch.load(resumed_dir / "checkpoint.pt", weights_only=False)
     assert a["progress"]["rl_step"] == b["progress"]["rl_step"] == 100
-    assert any(k.startswith("method.encoders.") for k in a["loss_module"])
     _same_parameters(a["loss_module"], b["loss_module"])
-    logs = next((tmp_path / "full" / "logs").iterdir()) / "scalars" / "train"
-    assert (logs / "kept.csv").exists() and (logs / "igdf_score.csv").exists()

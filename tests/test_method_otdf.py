@@ -305,25 +305,43 @@ def test_registry_and_recipe_kwargs():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_and_kill_and_resume(tmp_path):
+def _recipe_args(workdir):
+    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50",
+            "algo=otdf", "algo.method_kwargs.vae_steps=50", "optim.steps=100", "eval.every=100",
+            "checkpoint.every=40", "checkpoint.save_on_stop=false"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=otdf``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("otdf_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], cwd=workdir)
+    return workdir, workdir / "full", proc.stdout + proc.stderr
+
+
+def test_recipe_smoke_run(smoke_run):
     import json
 
-    common = ["+preset=smoke", f"data.root={tmp_path / 'data'}", "progress=false", "logger.log_every=50",
-              "algo=otdf", "algo.method_kwargs.vae_steps=50", "optim.steps=100", "eval.every=100",
-              "checkpoint.every=40", "checkpoint.save_on_stop=false"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], cwd=tmp_path)
-    assert "normalized_score" in proc.stdout
+    _, full, output = smoke_run
+    assert "normalized_score" in output and "OTDF: transport deviations" in output
     summary = json.loads((full / "summary.json").read_text())
     assert summary["algo"] == "otdf" and summary["steps"] == 100 and math.isfinite(summary["normalized_score"])
     assert summary["pretrain_steps"] == {"stage1": 0, "stage2": 0}     # raw features: no latent pre-training
     scalars = next((full / "logs").iterdir()) / "scalars" / "train"
     assert (scalars / "actor_regularizer.csv").exists() and (scalars / "mean_ot_deviation.csv").exists()
+    state = torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"]
+    assert any("method.deviation" in k for k in _flat_state(state))   # the deviations are checkpointed
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
     # stopped after step 60 with the last checkpoint at 40 (as a kill), then resumed
-    first = _run([*common, f"run_dir={resumed}", "max_steps_this_session=60"], cwd=tmp_path)
+    first = _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=60"], cwd=workdir)
     assert "OTDF: transport deviations" in first.stdout + first.stderr
     assert torch.load(resumed / "checkpoint.pt", weights_only=False)["progress"]["rl_step"] == 40
-    second = _run([*common, f"run_dir={resumed}", "resume=true"], cwd=tmp_path)
+    second = _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], cwd=workdir)
     assert "OTDF: transport deviations" not in second.stdout + second.stderr   # prepare() ran once
     a = _flat_state(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
     b = _flat_state(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])

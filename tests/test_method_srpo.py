@@ -187,23 +187,41 @@ def test_the_critic_is_squared_as_the_authors_unless_asked():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def test_recipe_smoke_run_and_kill_resume_match(tmp_path):
-    common = ["+preset=smoke", "algo=srpo", f"data.root={tmp_path / 'data'}", "progress=false",
-              "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
-              "logger.log_every=50"]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = _run([*common, f"run_dir={full}"], tmp_path)
-    assert "normalized_score" in proc.stdout
-    _run([*common, f"run_dir={resumed}", "max_steps_this_session=70"], tmp_path)   # a kill after step 70
-    _run([*common, f"run_dir={resumed}", "resume=true"], tmp_path)
+def _recipe_args(workdir):
+    return ["+preset=smoke", "algo=srpo", f"data.root={workdir / 'data'}", "progress=false",
+            "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
+            "logger.log_every=50"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=srpo``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("srpo_recipe")
+    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout
+
+
+def test_recipe_smoke_run(smoke_run):
+    _, full, stdout = smoke_run
+    assert "normalized_score" in stdout
+    state = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    # the discriminator and its optimiser's state are checkpointed with the loss module
+    assert any("discriminator" in k for k in state) and any("_extra_state/optimizer" in k for k in state)
+    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert (logs / "srpo_bonus.csv").exists() and (logs / "srpo_disc_loss.csv").exists()
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed = workdir / "resumed"
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
+    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
     a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
     b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys()
-    assert any("discriminator" in k for k in a) and any("_extra_state/optimizer" in k for k in a)
+    assert a.keys() == b.keys() and any("_extra_state/optimizer" in k for k in a)
     for key in a:
         if isinstance(a[key], torch.Tensor):
             assert torch.equal(a[key], b[key]), key
         else:
             assert a[key] == b[key], key
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
-    assert (logs / "srpo_bonus.csv").exists() and (logs / "srpo_disc_loss.csv").exists()

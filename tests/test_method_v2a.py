@@ -187,6 +187,13 @@ def test_add_columns_caches_the_score_and_the_modality_advantage():
     again = data.clone()
     m.add_columns(again)                                            # a resume writes the same columns
     assert torch.equal(again["v2a_advantage"], adv) and torch.equal(again["igdf_score"], h)
+    # a resumed run: a method of other initial weights loads the checkpointed state, writes the same columns
+    torch.manual_seed(1)
+    fresh = _toy_method(contrastive_steps=5, repr_steps=5, value_steps=5)
+    fresh.load_state_dict(m.state_dict())
+    resumed = data.exclude("v2a_advantage", "igdf_score")
+    fresh.add_columns(resumed)
+    assert torch.equal(resumed["v2a_advantage"], adv) and torch.equal(resumed["igdf_score"], h)
 
 
 # ---------------------------------------------------------------- through the core
@@ -255,25 +262,43 @@ def test_registry_and_the_recipe_factory():
 
 
 # ---------------------------------------------------------------- the recipe
-def test_recipe_smoke_and_kill_resume_match(tmp_path):
+def _recipe_args(workdir):
     kw = "algo.method_kwargs."
-    base = ["+preset=smoke", f"data.root={tmp_path / 'data'}", "progress=false", "logger.log_every=50", "algo=v2a",
+    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50", "algo=v2a",
             f"{kw}contrastive_steps=20", f"{kw}repr_steps=5", f"{kw}value_steps=20", f"{kw}z_dim=8",
             f"{kw}traj_hidden=32", f"{kw}repr_max_len=20", "optim.steps=100", "eval.every=100", "checkpoint.every=30"]
-    full = _recipe([*base, f"run_dir={tmp_path / 'full'}"], tmp_path)
-    assert "method v2a prepared" in full.stdout + full.stderr
-    resumed_dir = tmp_path / "resumed"
-    stop = [*base, f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
-    _recipe([*stop, "max_steps_this_session=70"], tmp_path)              # killed after step 70, checkpoint at 60
-    again = _recipe([*stop, "resume=true"], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of ``algo=v2a``: (work dir, run dir, its printed output)."""
+    workdir = tmp_path_factory.mktemp("v2a_recipe")
+    proc = _recipe([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
+    return workdir, workdir / "full", proc.stdout + proc.stderr
+
+
+def test_recipe_smoke_run(smoke_run):
+    _, full, output = smoke_run
+    assert "method v2a prepared" in output
+    a = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert a["progress"]["rl_step"] == 100
+    assert any(k.startswith("method.traj_encoder.") for k in a["loss_module"])   # checkpointed with the loss
+    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert (logs / "v2a_score.csv").exists() and (logs / "kept.csv").exists()
+
+
+@pytest.mark.slow
+def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
+    workdir, full, _ = smoke_run
+    resumed_dir = workdir / "resumed"
+    stop = [*_recipe_args(workdir), f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
+    _recipe([*stop, "max_steps_this_session=70"], workdir)               # killed after step 70, checkpoint at 60
+    again = _recipe([*stop, "resume=true"], workdir)
     assert "method v2a prepared" not in again.stdout + again.stderr      # prepare() ran once per run
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=False)
     b = torch.load(resumed_dir / "checkpoint.pt", weights_only=False)
     assert a["progress"]["rl_step"] == b["progress"]["rl_step"] == 100
     assert a["loss_module"].keys() == b["loss_module"].keys()
-    assert any(k.startswith("method.traj_encoder.") for k in a["loss_module"])
     for key, value in a["loss_module"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, b["loss_module"][key]), key
-    logs = next((tmp_path / "full" / "logs").iterdir()) / "scalars" / "train"
-    assert (logs / "v2a_score.csv").exists() and (logs / "kept.csv").exists()
