@@ -27,7 +27,14 @@ from tabb_torchrl.pipeline.td3 import (
     TD3Update,
     make_td3_actor,
 )
-from recipe_helpers import flatten_state as _flatten, run_recipe as _run  # noqa: E402
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 ENV = "tabb/Hopper-morph-v0"
 ALGO = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "recipes/config/algo/bosa.yaml"))
@@ -246,30 +253,19 @@ def test_the_critic_loss_reaches_only_the_critic():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    return ["+preset=smoke", "algo=bosa", f"data.root={workdir / 'data'}", "progress=false", "optim.steps=100",
-            "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=bosa``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("bosa_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout
+smoke_run = smoke_run_fixture("bosa")
 
 
 def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
-    _, full, stdout = smoke_run
-    assert "normalized_score" in stdout and "| bosa" in stdout
-    ca = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert "normalized_score" in smoke_run.stdout and "| bosa" in smoke_run.stdout
+    ca = load_checkpoint(smoke_run.run_dir)
     assert sorted(ca["optimizers"]) == ["actor", "qvalue"] and ca["method_prepared"]
-    assert any(k.startswith("method.dynamics_vae.") for k in _flatten(ca["loss_module"]))
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert any(k.startswith("method.dynamics_vae.") for k in flatten_state(ca["loss_module"]))
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "bosa_mask_ratio.csv").exists() and (logs / "loss_actor.csv").exists()
     from tabb_torchrl.robustness import load_run_actor
 
-    actor, cfg, info = load_run_actor(full)
+    actor, cfg, info = load_run_actor(smoke_run.run_dir)
     assert cfg.algo.name == "bosa" and info["rl_step"] == 100
     torch.testing.assert_close(dict(actor.named_parameters())["module.net.0.weight"],
                                ca["loss_module"]["actor.module.net.0.weight"])
@@ -277,12 +273,7 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
-    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and any(k.startswith("method.dynamics_vae.") for k in a)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    run = kill_and_resume(smoke_run, stop_at=70)
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"])
+    assert any(k.startswith("method.dynamics_vae.") for k in a)

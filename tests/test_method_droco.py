@@ -5,7 +5,6 @@ smoke run with a bit-identical kill-and-resume."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,10 +21,14 @@ from tabb_torchrl.methods.droco import (
     robust_target,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 
 def _rows(preds, next_value, reward=None, terminated=None, gamma=0.9):
@@ -240,38 +243,20 @@ def test_registry_settings_and_checkpointed_state():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    return ["+preset=smoke", "algo=droco", f"data.root={workdir / 'data'}", "progress=false",
-            "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
-            "logger.log_every=50", "algo.method_kwargs.epochs=3", "algo.method_kwargs.hidden_sizes=[32,32]"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=droco``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("droco_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout + proc.stderr
+smoke_run = smoke_run_fixture("droco", "algo.method_kwargs.epochs=3", "algo.method_kwargs.hidden_sizes=[32,32]")
 
 
 def test_recipe_smoke_run(smoke_run):
-    _, full, output = smoke_run
-    assert "normalized_score" in output and "DROCO: ensemble of 7" in output
-    state = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert "normalized_score" in smoke_run.output and "DROCO: ensemble of 7" in smoke_run.output
+    state = flatten_state(load_checkpoint(smoke_run.run_dir)["loss_module"])
     assert any("ensemble.weights" in k for k in state)                 # the ensemble is checkpointed
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "droco_penalty.csv").exists() and (logs / "droco_penalized.csv").exists()
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
-    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and any("ensemble.weights" in k for k in a)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]) or (a[key].isnan().all() and b[key].isnan().all()), key
+    run = kill_and_resume(smoke_run, stop_at=70)
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"], nan_equal=True)
+    assert any("ensemble.weights" in k for k in a)

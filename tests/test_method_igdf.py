@@ -4,7 +4,6 @@ changes only the source rows' weights and filter; the recipe runs and resumes bi
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,10 +21,13 @@ from tabb_torchrl.methods.igdf import (
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
 from tabb_torchrl.objectives.functional import expectile_loss, huber_loss
-from recipe_helpers import run_recipe as _recipe  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 
 def _rows(score):
@@ -268,46 +270,22 @@ def test_registry_and_the_recipe_factory():
 
 
 # ---------------------------------------------------------------- the recipe
-def _same_parameters(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key, va in a.items():
-        if isinstance(va, torch.Tensor):
-            assert torch.equal(va, b[key]), key
-
-
-def _recipe_args(workdir):
-    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50",
-            "algo=igdf", "algo.method_kwargs.pretrain_steps=30", "optim.steps=100", "eval.every=100",
-            "checkpoint.every=30"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=igdf``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("igdf_recipe")
-    proc = _recipe([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout + proc.stderr
+smoke_run = smoke_run_fixture("igdf", "algo.method_kwargs.pretrain_steps=30", checkpoint_every=30)
 
 
 def test_recipe_smoke_run(smoke_run):
-    _, full, output = smoke_run
-    assert "method igdf prepared" in output
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert "method igdf prepared" in smoke_run.output
+    a = load_checkpoint(smoke_run.run_dir)
     assert a["progress"]["rl_step"] == 100
     assert any(k.startswith("method.encoders.") for k in a["loss_module"])    # checkpointed with the loss
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "kept.csv").exists() and (logs / "igdf_score.csv").exists()
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed_dir = workdir / "resumed"
-    stop = [*_recipe_args(workdir), f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
-    _recipe([*stop, "max_steps_this_session=70"], workdir)              # killed after step 70, checkpoint at 60
-    again = _recipe([*stop, "resume=true"], workdir)
-    assert "method igdf prepared" not in again.stdout + again.stderr      # prepare() ran once per run
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(resumed_dir / "checkpoint.pt", weights_only=False)
+    run = kill_and_resume(smoke_run, stop_at=70)             # killed after step 70, checkpoint at 60
+    assert "method igdf prepared" not in run.resumed_output   # prepare() ran once per run
+    a, b = load_checkpoint(smoke_run.run_dir), load_checkpoint(run.run_dir)
     assert a["progress"]["rl_step"] == b["progress"]["rl_step"] == 100
-    _same_parameters(a["loss_module"], b["loss_module"])
+    assert_same_states(a["loss_module"], b["loss_module"])

@@ -27,7 +27,14 @@ from tabb_torchrl.methods.mobody import (
 from tabb_torchrl.pipeline.backbones import make_mobody
 from tabb_torchrl.pipeline.config import ConfigError
 from tabb_torchrl.pipeline.td3 import MODEL_ROWS, TD3Batch
-from recipe_helpers import flatten_state as _flatten, run_recipe as _run  # noqa: E402
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 ENV = "tabb/Hopper-morph-v0"
 ALGO = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "recipes/config/algo/mobody.yaml"))
@@ -257,19 +264,11 @@ def test_an_update_resumed_across_a_refresh_equals_the_uninterrupted_one():
     resumed, resumed_opts, update = session(1, 4, 4, saved)
     for _ in range(4):
         update()
-    def same(x: dict, y: dict) -> None:   # bit for bit (nan where nothing was fitted: no prepare() here)
-        fx, fy = _flatten(x), _flatten(y)
-        assert fx.keys() == fy.keys()
-        for key, v in fx.items():
-            if isinstance(v, torch.Tensor):
-                torch.testing.assert_close(v, fy[key], rtol=0, atol=0, equal_nan=True, msg=key)
-            else:
-                assert v == fy[key], key
-
-    assert "method._extra_state/refresh/mobody_model_rows_added/" in _flatten(full.state_dict())
-    same(full.state_dict(), resumed.state_dict())
+    # bit for bit (nan where nothing was fitted: no prepare() here)
+    state = assert_same_states(full.state_dict(), resumed.state_dict(), nan_equal=True)
+    assert "method._extra_state/refresh/mobody_model_rows_added/" in state
     for name, opt in full_opts.items():
-        same(opt.state_dict(), resumed_opts[name].state_dict())
+        assert_same_states(opt.state_dict(), resumed_opts[name].state_dict(), nan_equal=True)
     # the comparison can fail: an update that restarts its count at 0 refreshes at its first step (4 refreshes)
     restarted, _, update = session(1, 4, 0, saved)
     for _ in range(4):
@@ -285,46 +284,27 @@ def test_config_errors_name_the_key():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    # +preset=smoke refreshes the model rows every 100 steps: the kill at 70 resumes across the refresh at 100
-    return ["+preset=smoke", "algo=mobody", f"data.root={workdir / 'data'}", "progress=false", "optim.steps=150",
-            "eval.every=150", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=mobody``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("mobody_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout
+# +preset=smoke refreshes the model rows every 100 steps: the kill at 70 resumes across the refresh at 100
+smoke_run = smoke_run_fixture("mobody", steps=150)
 
 
 def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
-    _, full, stdout = smoke_run
-    assert "normalized_score" in stdout and "| mobody" in stdout
-    ca = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert "normalized_score" in smoke_run.stdout and "| mobody" in smoke_run.stdout
+    ca = load_checkpoint(smoke_run.run_dir)
     assert sorted(ca["optimizers"]) == ["actor", "qvalue"]
-    state = _flatten(ca["loss_module"])
+    state = flatten_state(ca["loss_module"])
     assert state["method._extra_state/buffer/observation/"].shape[0] > 0   # the model rows are checkpointed
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "mobody_bc.csv").exists() and (logs / "mobody_model_rows_added.csv").exists()
     from tabb_torchrl.robustness import load_run_actor
 
-    actor, cfg, info = load_run_actor(full)
+    actor, cfg, info = load_run_actor(smoke_run.run_dir)
     assert cfg.algo.name == "mobody" and info["rl_step"] == 150
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_across_a_refresh_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
-    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and "method._extra_state/buffer/observation/" in a
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    run = kill_and_resume(smoke_run, stop_at=70)
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"])
+    assert "method._extra_state/buffer/observation/" in a

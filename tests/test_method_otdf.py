@@ -4,7 +4,6 @@ the actor), what the plug-in changes in the losses, and a recipe run with kill-a
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import ot
@@ -25,10 +24,14 @@ from tabb_torchrl.methods.otdf import (
     transport_deviation,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import run_recipe as _run, flatten_state as _flat_state  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 
 def _angles(degrees):
@@ -305,46 +308,30 @@ def test_registry_and_recipe_kwargs():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50",
-            "algo=otdf", "algo.method_kwargs.vae_steps=50", "optim.steps=100", "eval.every=100",
-            "checkpoint.every=40", "checkpoint.save_on_stop=false"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=otdf``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("otdf_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], cwd=workdir)
-    return workdir, workdir / "full", proc.stdout + proc.stderr
+smoke_run = smoke_run_fixture("otdf", "algo.method_kwargs.vae_steps=50")
 
 
 def test_recipe_smoke_run(smoke_run):
     import json
 
-    _, full, output = smoke_run
-    assert "normalized_score" in output and "OTDF: transport deviations" in output
+    full = smoke_run.run_dir
+    assert "normalized_score" in smoke_run.output and "OTDF: transport deviations" in smoke_run.output
     summary = json.loads((full / "summary.json").read_text())
     assert summary["algo"] == "otdf" and summary["steps"] == 100 and math.isfinite(summary["normalized_score"])
     assert summary["pretrain_steps"] == {"stage1": 0, "stage2": 0}     # raw features: no latent pre-training
-    scalars = next((full / "logs").iterdir()) / "scalars" / "train"
+    scalars = train_scalars(full)
     assert (scalars / "actor_regularizer.csv").exists() and (scalars / "mean_ot_deviation.csv").exists()
-    state = torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"]
-    assert any("method.deviation" in k for k in _flat_state(state))   # the deviations are checkpointed
+    state = load_checkpoint(full)["loss_module"]
+    assert any("method.deviation" in k for k in flatten_state(state))   # the deviations are checkpointed
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
     # stopped after step 60 with the last checkpoint at 40 (as a kill), then resumed
-    first = _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=60"], cwd=workdir)
-    assert "OTDF: transport deviations" in first.stdout + first.stderr
-    assert torch.load(resumed / "checkpoint.pt", weights_only=False)["progress"]["rl_step"] == 40
-    second = _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], cwd=workdir)
-    assert "OTDF: transport deviations" not in second.stdout + second.stderr   # prepare() ran once
-    a = _flat_state(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flat_state(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and any("method.deviation" in k for k in a)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    run = kill_and_resume(smoke_run, stop_at=60)
+    assert "OTDF: transport deviations" in run.stopped_output
+    assert run.stopped_progress["rl_step"] == 40
+    assert "OTDF: transport deviations" not in run.resumed_output   # prepare() ran once
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"])
+    assert any("method.deviation" in k for k in a)

@@ -4,7 +4,6 @@ low-value states, its optimiser state is checkpointed, and the recipe runs and r
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,10 +13,14 @@ from tabb_torchrl import make_actor, make_latent_qvalue, make_latent_value
 from tabb_torchrl.methods import METHODS, SRPO, PooledIQL, SourceRows, make_method
 from tabb_torchrl.methods.srpo import discriminator_loss, srpo_bonus, value_labels
 from tabb_torchrl.objectives import CrossDomainIQLLoss, CrossDomainRows
-from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
 
 def _constant_output(m: SRPO, value: float):
@@ -187,41 +190,21 @@ def test_the_critic_is_squared_as_the_authors_unless_asked():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    return ["+preset=smoke", "algo=srpo", f"data.root={workdir / 'data'}", "progress=false",
-            "optim.steps=100", "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false",
-            "logger.log_every=50"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=srpo``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("srpo_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout
+smoke_run = smoke_run_fixture("srpo")
 
 
 def test_recipe_smoke_run(smoke_run):
-    _, full, stdout = smoke_run
-    assert "normalized_score" in stdout
-    state = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
+    assert "normalized_score" in smoke_run.stdout
+    state = flatten_state(load_checkpoint(smoke_run.run_dir)["loss_module"])
     # the discriminator and its optimiser's state are checkpointed with the loss module
     assert any("discriminator" in k for k in state) and any("_extra_state/optimizer" in k for k in state)
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "srpo_bonus.csv").exists() and (logs / "srpo_disc_loss.csv").exists()
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
-    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and any("_extra_state/optimizer" in k for k in a)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    run = kill_and_resume(smoke_run, stop_at=70)
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"])
+    assert any("_extra_state/optimizer" in k for k in a)

@@ -5,7 +5,6 @@ the source rows' weights and filter; the recipe runs and resumes bit-identically
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,10 +20,14 @@ from tabb_torchrl.methods.v2a import (
     sparse_ql_value_loss,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import run_recipe as _recipe  # noqa: E402
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
 TINY = dict(repr_dim=4, hidden_sizes=(8,), z_dim=2, traj_hidden=8, decoder_hidden_sizes=(8,),
             value_hidden_sizes=(8,))
 
@@ -262,43 +265,24 @@ def test_registry_and_the_recipe_factory():
 
 
 # ---------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    kw = "algo.method_kwargs."
-    return ["+preset=smoke", f"data.root={workdir / 'data'}", "progress=false", "logger.log_every=50", "algo=v2a",
-            f"{kw}contrastive_steps=20", f"{kw}repr_steps=5", f"{kw}value_steps=20", f"{kw}z_dim=8",
-            f"{kw}traj_hidden=32", f"{kw}repr_max_len=20", "optim.steps=100", "eval.every=100", "checkpoint.every=30"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=v2a``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("v2a_recipe")
-    proc = _recipe([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout + proc.stderr
+_KW = "algo.method_kwargs."
+smoke_run = smoke_run_fixture("v2a", f"{_KW}contrastive_steps=20", f"{_KW}repr_steps=5", f"{_KW}value_steps=20",
+                              f"{_KW}z_dim=8", f"{_KW}traj_hidden=32", f"{_KW}repr_max_len=20", checkpoint_every=30)
 
 
 def test_recipe_smoke_run(smoke_run):
-    _, full, output = smoke_run
-    assert "method v2a prepared" in output
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
+    assert "method v2a prepared" in smoke_run.output
+    a = load_checkpoint(smoke_run.run_dir)
     assert a["progress"]["rl_step"] == 100
     assert any(k.startswith("method.traj_encoder.") for k in a["loss_module"])   # checkpointed with the loss
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    logs = train_scalars(smoke_run.run_dir)
     assert (logs / "v2a_score.csv").exists() and (logs / "kept.csv").exists()
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed_dir = workdir / "resumed"
-    stop = [*_recipe_args(workdir), f"run_dir={resumed_dir}", "checkpoint.save_on_stop=false"]
-    _recipe([*stop, "max_steps_this_session=70"], workdir)               # killed after step 70, checkpoint at 60
-    again = _recipe([*stop, "resume=true"], workdir)
-    assert "method v2a prepared" not in again.stdout + again.stderr      # prepare() ran once per run
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(resumed_dir / "checkpoint.pt", weights_only=False)
+    run = kill_and_resume(smoke_run, stop_at=70)             # killed after step 70, checkpoint at 60
+    assert "method v2a prepared" not in run.resumed_output   # prepare() ran once per run
+    a, b = load_checkpoint(smoke_run.run_dir), load_checkpoint(run.run_dir)
     assert a["progress"]["rl_step"] == b["progress"]["rl_step"] == 100
-    assert a["loss_module"].keys() == b["loss_module"].keys()
-    for key, value in a["loss_module"].items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, b["loss_module"][key]), key
+    assert_same_states(a["loss_module"], b["loss_module"])

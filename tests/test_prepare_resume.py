@@ -14,7 +14,7 @@ from tensordict import TensorDict
 from tabb_torchrl.methods import BOSA, DROCO, MOBODY, OTDF
 from tabb_torchrl.methods.base import ResumablePrepare
 from tabb_torchrl.methods.otdf import transport_deviation
-from recipe_helpers import flatten_state  # noqa: E402
+from recipe_helpers import assert_same_states  # noqa: E402
 
 
 def _data(n: int, seed: int, shift: float = 0.0) -> TensorDict:
@@ -53,16 +53,6 @@ STOPS = [
 
 class _Kill(Exception):
     """A session ending right after a checkpoint."""
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    fa, fb = flatten_state(a), flatten_state(b)
-    assert fa.keys() == fb.keys()
-    for key in fa:
-        if isinstance(fa[key], torch.Tensor):
-            torch.testing.assert_close(fa[key], fb[key], rtol=0, atol=0, equal_nan=True, msg=key)
-        else:
-            assert fa[key] == fb[key] or (fa[key] != fa[key] and fb[key] != fb[key]), key
 
 
 def _uninterrupted(name: str, seed):
@@ -111,7 +101,7 @@ def test_prepare_stopped_at_a_safe_point_resumes_bit_identical(name, k, expected
     where = state.get("dynamics", state)  # MOBODY nests the dynamics training's state
     assert {key: where[key] for key in expected} == expected
     resumed, resumed_rng = _resumed(name, seed, saved)
-    _assert_same(full.state_dict(), resumed.state_dict())
+    assert_same_states(full.state_dict(), resumed.state_dict(), nan_equal=True)
     assert torch.equal(full_rng, resumed_rng)  # the run's RNG goes on as after an uninterrupted prepare
     assert resumed.prepare_state() is None
 
@@ -227,7 +217,7 @@ def test_a_session_ending_mid_prepare_resumes_to_the_same_run(algo, data_root, t
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert a["method_prepare_state"] is None and b["method_prepare_state"] is None
     for part in ("loss_module", "optimizers", "history"):
-        _assert_same({part: a[part]}, {part: b[part]})
+        assert_same_states({part: a[part]}, {part: b[part]}, nan_equal=True)
     # a checkpoint written before method_prepare_state existed (a finished run) resumes as before
     del b["method_prepare_state"]
     torch.save(b, tmp_path / "resumed" / "checkpoint.pt")

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
+from recipe_helpers import SCRIPT, assert_same_states, check_exit as _check, run_recipe  # noqa: E402
+
 SUMMARY_TYPES = {
     "algo": str,
     "env": str,
@@ -47,15 +47,8 @@ NOT_REPRODUCIBLE = {"wall_time_s", "updates_per_s", "run_dir"}
 
 
 def _run(args, cwd, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _check(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
+    """The recipe's finished process, whatever its exit code (:func:`_check` asserts 0)."""
+    return run_recipe(args, cwd, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,34 +144,13 @@ def test_kill_and_resume_matches_uninterrupted(workdir, tabb_run):
     a = torch.load(tabb_run / "checkpoint.pt", weights_only=False)
     b = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     for part in ("loss_module", "latent_model", "optimizers"):
-        flat_a = _flatten(a[part])
-        flat_b = _flatten(b[part])
-        assert flat_a.keys() == flat_b.keys()
-        for key in flat_a:
-            va, vb = flat_a[key], flat_b[key]
-            if isinstance(va, torch.Tensor):
-                assert torch.equal(va, vb), (part, key)
-            else:
-                assert va == vb, (part, key)
+        assert_same_states({part: a[part]}, {part: b[part]})
     # the CSV logs hold each row once (rows written after the last checkpoint were rewound)
     name = full["run_name"]
     for rel in ("eval/normalized_score.csv", "train/loss_qvalue.csv", "pretrain_stage2/holdout_loss.csv"):
         assert (tabb_run / "logs" / name / "scalars" / rel).read_text() == (
             run_dir / "logs" / name / "scalars" / rel
         ).read_text(), rel
-
-
-def _flatten(obj, prefix=""):
-    out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}/"))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}{i}/"))
-    else:
-        out[prefix] = obj
-    return out
 
 
 def test_unknown_env_fails_at_start_with_valid_ids(workdir):
@@ -261,8 +233,7 @@ def _assert_same_run(full_dir: Path, other_dir: Path) -> None:
     a = torch.load(full_dir / "checkpoint.pt", weights_only=False)
     b = torch.load(other_dir / "checkpoint.pt", weights_only=False)
     for part in ("loss_module", "latent_model"):
-        for key, value in a[part].items():
-            assert torch.equal(value, b[part][key]), (part, key)
+        assert_same_states({part: a[part]}, {part: b[part]})
 
 
 @pytest.mark.slow
