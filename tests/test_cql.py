@@ -5,7 +5,6 @@ smoke run with an exact kill-and-resume and a loadable actor."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +15,15 @@ from tabb_torchrl.data import make_source_target_buffer
 from tabb_torchrl.pipeline.config import ConfigError
 from tabb_torchrl.pipeline.cql import CQL_DEFAULTS, CQLUpdate, make_cql, make_cql_update
 from tabb_torchrl.pipeline.factories import make_rl_buffer
-from recipe_helpers import run_recipe as _run, flatten_state as _flatten  # noqa: E402
+from recipe_helpers import (  # noqa: E402
+    assert_same_states,
+    flatten_state,
+    kill_and_resume,
+    load_checkpoint,
+    smoke_run_fixture,
+    train_scalars,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "recipes" / "tabb_offline.py"
 ENV = "tabb/Hopper-morph-v0"
 
 
@@ -133,27 +137,16 @@ def test_behaviour_cloning_first_then_cql_and_the_step_count_resumes():
 
 
 # ---------------------------------------------------------------------------- the recipe
-def _recipe_args(workdir):
-    return ["+preset=smoke", "algo=cql", f"data.root={workdir / 'data'}", "progress=false", "optim.steps=100",
-            "eval.every=100", "checkpoint.every=40", "checkpoint.save_on_stop=false", "logger.log_every=50",
-            "algo.cql.policy_eval_start=50", "algo.cql.num_random=4"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of ``algo=cql``: (work dir, run dir, its printed output)."""
-    workdir = tmp_path_factory.mktemp("cql_recipe")
-    proc = _run([*_recipe_args(workdir), f"run_dir={workdir / 'full'}"], workdir)
-    return workdir, workdir / "full", proc.stdout
+smoke_run = smoke_run_fixture("cql", "algo.cql.policy_eval_start=50", "algo.cql.num_random=4")
 
 
 def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
-    _, full, stdout = smoke_run
-    assert "normalized_score" in stdout and "| cql" in stdout
-    ca = torch.load(full / "checkpoint.pt", weights_only=False)
+    full = smoke_run.run_dir
+    assert "normalized_score" in smoke_run.stdout and "| cql" in smoke_run.stdout
+    ca = load_checkpoint(full)
     assert sorted(ca["optimizers"]) == ["actor", "alpha", "alpha_prime", "qvalue"]
-    assert "log_alpha_prime/" in _flatten(ca["loss_module"])
-    logs = next((full / "logs").iterdir()) / "scalars" / "train"
+    assert "log_alpha_prime/" in flatten_state(ca["loss_module"])
+    logs = train_scalars(full)
     assert (logs / "loss_cql.csv").exists() and (logs / "cql_bc_phase.csv").exists()
     # the robustness evaluation's loader rebuilds the CQL actor of a run directory
     from tabb_torchrl.robustness import load_run_actor
@@ -167,12 +160,7 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
-    workdir, full, _ = smoke_run
-    resumed = workdir / "resumed"
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "max_steps_this_session=70"], workdir)  # a kill after 70
-    _run([*_recipe_args(workdir), f"run_dir={resumed}", "resume=true"], workdir)
-    a = _flatten(torch.load(full / "checkpoint.pt", weights_only=False)["loss_module"])
-    b = _flatten(torch.load(resumed / "checkpoint.pt", weights_only=False)["loss_module"])
-    assert a.keys() == b.keys() and "log_alpha_prime/" in a
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    run = kill_and_resume(smoke_run, stop_at=70)
+    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
+                           load_checkpoint(run.run_dir)["loss_module"])
+    assert "log_alpha_prime/" in a
