@@ -24,7 +24,7 @@ from torch import nn
 from tabb_torchrl.objectives.flat import ACTIVATION_FNS, ensemble_forward, linear_params, mlp_forward
 from tabb_torchrl.objectives.functional import gaussian_log_prob
 
-__all__ = ["FusedSACUpdate", "tanh_normal_sample"]
+__all__ = ["FusedSACUpdate", "tanh_normal_sample", "tanh_normal_log_prob"]
 
 _LOG2 = math.log(2.0)
 
@@ -55,9 +55,33 @@ def tanh_normal_sample(loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tens
         True
     """
     u = loc + scale * noise
-    log_prob = gaussian_log_prob(u, loc, scale.log())
-    log_prob = log_prob - (2.0 * (_LOG2 - u - F.softplus(-2.0 * u))).sum(-1)
-    return torch.tanh(u), log_prob
+    return torch.tanh(u), tanh_normal_log_prob(u, loc, scale)
+
+
+def tanh_normal_log_prob(u: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``tanh(u)`` under the tanh-Gaussian, from the pre-``tanh`` point ``u`` (summed over the last dim).
+
+    ``log N(u; loc, scale) - sum_i log(1 - tanh(u_i)^2)``, the change of variables of
+    :func:`tanh_normal_sample`, with the log-Jacobian in TorchRL's (``TanhTransform``) stable
+    form ``2 (log 2 - u - softplus(-2u))``. Scoring a given action ``a`` takes
+    ``u = atanh(a)``.
+
+    Args:
+        u (torch.Tensor): pre-``tanh`` points, ``[..., d]``.
+        loc (torch.Tensor): means of the Gaussian, ``[..., d]``.
+        scale (torch.Tensor): its standard deviations (positive), ``[..., d]``.
+
+    Returns:
+        torch.Tensor: ``[...]`` log-densities.
+
+    Examples:
+        >>> import torch
+        >>> u, loc, scale = torch.tensor([[0.4, -2.0]]), torch.tensor([[0.1, -1.0]]), torch.tensor([[0.5, 1.5]])
+        >>> ref = torch.distributions.Normal(loc, scale).log_prob(u) - torch.log1p(-torch.tanh(u) ** 2)
+        >>> torch.allclose(tanh_normal_log_prob(u, loc, scale), ref.sum(-1))
+        True
+    """
+    return gaussian_log_prob(u, loc, scale.log()) - (2.0 * (_LOG2 - u - F.softplus(-2.0 * u))).sum(-1)
 
 
 class FusedSACUpdate:

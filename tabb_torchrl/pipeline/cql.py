@@ -26,6 +26,7 @@ __all__ = [
     "CQL_DEFAULTS",
     "LAGRANGE_UPDATES",
     "CQLUpdate",
+    "paper_lagrange_losses",
     "make_cql_actor",
     "make_cql_qvalue",
     "make_cql",
@@ -207,6 +208,37 @@ def make_cql(cfg: Any, env_id: str, *, device: torch.device | str = "cpu"):
     return actor, loss, updater, optimizers
 
 
+def paper_lagrange_losses(loss_qvalue: torch.Tensor, loss_cql: torch.Tensor, log_alpha_prime: torch.Tensor,
+                          target_action_gap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic loss and the ``alpha'`` loss of ``lagrange_update="paper"`` (the authors' code).
+
+    ``alpha' = min(exp(log_alpha'), 1e6)`` (TorchRL's clamp); the critics minimise
+    ``L_Q + alpha' L_CQL`` (``alpha'`` detached) and ``alpha'`` minimises
+    ``-alpha' (L_CQL - 2 tau) / 2`` alone (``L_CQL = mean(CQL_1) + mean(CQL_2)`` detached), i.e.
+    ``-alpha' ((CQL_1 - tau) + (CQL_2 - tau)) / 2``.
+
+    Args:
+        loss_qvalue (torch.Tensor): ``L_Q``, TorchRL's ``loss_qvalue``.
+        loss_cql (torch.Tensor): ``L_CQL``, TorchRL's ``loss_cql``.
+        log_alpha_prime (torch.Tensor): the multiplier's parameter.
+        target_action_gap (float): ``tau`` (``lagrange_thresh``).
+
+    Returns:
+        ``(critic_loss, alpha_prime_loss, alpha_prime)``.
+
+    Examples:
+        >>> import torch
+        >>> lap = torch.tensor(0.0, requires_grad=True)
+        >>> critic, ap_loss, ap = paper_lagrange_losses(torch.tensor(2.0), torch.tensor(8.0), lap, 5.0)
+        >>> float(critic), float(ap_loss), float(ap)
+        (10.0, 1.0, 1.0)
+    """
+    alpha_prime = torch.clamp_max(log_alpha_prime.exp(), 1e6)
+    critic_loss = loss_qvalue + alpha_prime.detach() * loss_cql
+    alpha_prime_loss = -0.5 * alpha_prime * (loss_cql.detach() - 2.0 * target_action_gap)
+    return critic_loss, alpha_prime_loss, alpha_prime
+
+
 class CQLUpdate:
     """One CQL step on a source + target batch: ``rb.sample()``, TorchRL's ``CQLLoss``, Adam steps, ``SoftUpdate``.
 
@@ -275,10 +307,8 @@ class CQLUpdate:
         actor_loss = out["loss_actor_bc"] if bc_phase else out["loss_actor"]
         metrics = {k: v.detach() for k, v in out.items()}
         if lm.with_lagrange and self.lagrange_update == "paper":
-            alpha_prime = torch.clamp_max(lm.log_alpha_prime.exp(), 1e6)
-            critic_loss = out["loss_qvalue"] + alpha_prime.detach() * out["loss_cql"]
-            # loss_cql = mean(CQL_1) + mean(CQL_2): alpha' is trained on -alpha' (CQL_1 + CQL_2 - 2 tau) / 2 only
-            alpha_prime_loss = -0.5 * alpha_prime * (out["loss_cql"].detach() - 2.0 * lm.target_action_gap)
+            critic_loss, alpha_prime_loss, alpha_prime = paper_lagrange_losses(
+                out["loss_qvalue"], out["loss_cql"], lm.log_alpha_prime, lm.target_action_gap)
             metrics["loss_alpha_prime"] = alpha_prime_loss.detach()
             metrics["alpha_prime"] = alpha_prime.detach()
         else:
@@ -308,16 +338,39 @@ class CQLUpdate:
         return metrics
 
 
-def make_cql_update(cfg: Any, loss_module, replay_buffer, optimizers, target_updater, *, step: int = 0) -> CQLUpdate:
-    """:class:`CQLUpdate` with ``algo.cql.policy_eval_start``, ``algo.cql.lagrange_update`` and ``compile.*``.
+def make_cql_update(cfg: Any, loss_module, replay_buffer, optimizers, target_updater, *, step: int = 0):
+    """The CQL update of ``optim.update``, with ``algo.cql.policy_eval_start``, ``algo.cql.lagrange_update`` and ``compile.*``.
+
+    ``optim.update=fused`` (default): :class:`~tabb_torchrl.pipeline.cql_fused.FusedCQLUpdate`, the
+    flat-tensor step that computes ``CQLLoss``'s losses exactly; ``optim.update=modular``:
+    :class:`CQLUpdate`, TorchRL's ``CQLLoss`` itself. Both train the loss module's parameters with the
+    same optimisers (one checkpoint format; the trainer refuses to switch mid-run).
+
+    Raises:
+        ConfigError: a bad ``algo.cql`` entry or ``optim.update``.
 
     Examples:
         >>> make_cql_update({"algo": {"cql": {"lagrange_update": "nope"}}}, None, None, {}, None)
         Traceback (most recent call last):
         ...
         tabb_torchrl.pipeline.config.ConfigError: algo.cql.lagrange_update='nope' is not one of ('paper', 'torchrl'). Fix: algo.cql.lagrange_update=paper.
+        >>> make_cql_update({"optim": {"update": "fast"}}, None, None, {}, None)
+        Traceback (most recent call last):
+        ...
+        tabb_torchrl.pipeline.config.ConfigError: optim.update must be one of ('fused', 'modular'), got 'fast'.
     """
+    from tabb_torchrl.pipeline.update import UPDATE_MODES
+
     c = _cql_cfg(cfg)
-    return CQLUpdate(loss_module, replay_buffer, optimizers, target_updater,
-                     policy_eval_start=int(c["policy_eval_start"]), lagrange_update=str(c["lagrange_update"]),
-                     step=step, compile=bool(_get(cfg, "compile.enabled", False)), mode=_get(cfg, "compile.mode"))
+    mode = str(_get(cfg, "optim.update", "fused"))
+    if mode not in UPDATE_MODES:
+        raise ConfigError(f"optim.update must be one of {UPDATE_MODES}, got {mode!r}.")
+    if mode == "fused":
+        from tabb_torchrl.pipeline.cql_fused import FusedCQLUpdate
+
+        cls = FusedCQLUpdate
+    else:
+        cls = CQLUpdate
+    return cls(loss_module, replay_buffer, optimizers, target_updater,
+               policy_eval_start=int(c["policy_eval_start"]), lagrange_update=str(c["lagrange_update"]),
+               step=step, compile=bool(_get(cfg, "compile.enabled", False)), mode=_get(cfg, "compile.mode"))
