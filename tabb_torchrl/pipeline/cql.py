@@ -5,9 +5,12 @@ offline MuJoCo defaults, as a separate update path of the recipe (``algo=cql``).
 CQL does not fit the cross-domain IQL core (a SAC-style critic and actor, no value network), so
 it is built here and selected by the recipe by name: :func:`make_cql` gives the TanhNormal actor,
 the twin critic on raw states, the loss, its target-network updater and its optimisers;
-:func:`make_cql_update` gives :class:`CQLUpdate`, an update with the interface of
+:func:`make_cql_update` gives the update of ``optim.update``, with the interface of
 :class:`~tabb_torchrl.pipeline.update.ModularUpdate` (``update() -> metrics``) on the recipe's
-source/target buffer (``data.n_source + data.n_target`` rows per batch, one pooled loss).
+source/target buffer (``data.n_source + data.n_target`` rows per batch, one pooled loss):
+:class:`~tabb_torchrl.pipeline.cql_fused.FusedCQLUpdate` (``fused``, the default), which computes
+``CQLLoss``'s losses exactly on plain tensors, or :class:`CQLUpdate` (``modular``), TorchRL's
+``CQLLoss`` module itself.
 
 The defaults are those of TorchRL's ``sota-implementations/cql/offline_config.yaml`` (the offline
 MuJoCo example); ``docs/methods/cql.md`` lists them and where they differ from the paper's code.
@@ -241,6 +244,9 @@ def paper_lagrange_losses(loss_qvalue: torch.Tensor, loss_cql: torch.Tensor, log
 
 class CQLUpdate:
     """One CQL step on a source + target batch: ``rb.sample()``, TorchRL's ``CQLLoss``, Adam steps, ``SoftUpdate``.
+
+    The ``optim.update=modular`` path; :class:`~tabb_torchrl.pipeline.cql_fused.FusedCQLUpdate`
+    (the default) computes the same step on plain tensors.
 
     As the ``update`` of TorchRL's offline CQL example: the actor loss is the behaviour-cloning
     loss ``loss_actor_bc`` for the first ``policy_eval_start`` steps, then ``loss_actor``; the
