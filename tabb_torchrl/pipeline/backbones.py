@@ -1,7 +1,8 @@
 """Algorithms with their own networks and update, outside the cross-domain IQL core: the one table
 the recipe, the trainer and the run loader dispatch on (``algo.name``).
 
-* ``cql`` -- TorchRL's ``CQLLoss`` (:mod:`tabb_torchrl.pipeline.cql`);
+* ``cql`` -- TorchRL's ``CQLLoss`` (:mod:`tabb_torchrl.pipeline.cql`; ``optim.update=fused``, the default,
+  computes it with :class:`~tabb_torchrl.pipeline.cql_fused.FusedCQLUpdate`);
 * ``mobody`` -- MOBODY on the TD3 backbone (:mod:`tabb_torchrl.pipeline.td3`,
   :class:`~tabb_torchrl.methods.MOBODY`), settings ``algo.td3`` and ``algo.mobody``;
 * ``bosa`` -- BOSA on the TD3 backbone (:class:`~tabb_torchrl.methods.BOSA`), settings ``algo.td3``
