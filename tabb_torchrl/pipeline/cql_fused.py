@@ -19,10 +19,16 @@ from typing import Mapping
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import NormalParamExtractor
 from torch import nn
+from torchrl.modules import MLP, TanhNormal
+from torchrl.objectives import SoftUpdate
+from torchrl.objectives.utils import distance_loss
+from torchrl.objectives.value import TD0Estimator
 
 from tabb_torchrl.behavior.sac import tanh_normal_log_prob, tanh_normal_sample
 from tabb_torchrl.objectives.flat import ACTIVATION_FNS, ensemble_forward, linear_params, mlp_forward, optimizer_step
+from tabb_torchrl.pipeline.cql import LAGRANGE_UPDATES, paper_lagrange_losses
 
 __all__ = ["FusedCQLUpdate"]
 
@@ -201,13 +207,6 @@ class FusedCQLUpdate:
 
     def __init__(self, loss_module, replay_buffer, optimizers, target_updater, *, policy_eval_start: int = 40_000,
                  lagrange_update: str = "paper", step: int = 0, compile: bool = False, mode: str | None = None):
-        from tensordict.nn import NormalParamExtractor
-        from torchrl.modules import MLP, TanhNormal
-        from torchrl.objectives import SoftUpdate
-        from torchrl.objectives.value import TD0Estimator
-
-        from tabb_torchrl.pipeline.cql import LAGRANGE_UPDATES
-
         if lagrange_update not in LAGRANGE_UPDATES:
             raise ValueError(f"lagrange_update must be one of {LAGRANGE_UPDATES}, got {lagrange_update!r}.")
         lm = loss_module
@@ -230,9 +229,6 @@ class FusedCQLUpdate:
             raise _unsupported(f"the value estimator {type(lm.value_estimator).__name__} (TD0 only)")
         if not isinstance(target_updater, SoftUpdate):
             raise _unsupported(f"the target updater {type(target_updater).__name__} (SoftUpdate only)")
-        from torchrl.objectives.utils import distance_loss
-
-        self._distance = distance_loss
         self.loss_function = str(lm.loss_function)
         self.gamma = float(lm.value_estimator.gamma)
         self.temperature = float(lm.temperature)
@@ -335,8 +331,6 @@ class FusedCQLUpdate:
 
         Random numbers are drawn in ``CQLLoss.forward``'s order (see the class docstring).
         """
-        from tabb_torchrl.pipeline.cql import paper_lagrange_losses
-
         n, r = obs.shape[0], self.num_random
         alpha = self.log_alpha.detach().exp()
         # ---- the soft (or max-Q) backup, without gradient (CQLLoss: actor_params.data, target critics)
@@ -364,7 +358,7 @@ class FusedCQLUpdate:
             x = torch.cat([torch.cat([obs, action.to(obs.dtype)], -1), torch.cat([obs_r, a_rand], -1),
                            torch.cat([obs_r, a_curr], -1), torch.cat([next_obs_r, a_new], -1)])
         q_pred, q_rand, q_curr, q_new = self._critic(x).split([n, n * r, n * r, n * r], -1)
-        loss_q = self._distance(q_pred, y.expand_as(q_pred), self.loss_function).sum(0).mean()
+        loss_q = distance_loss(q_pred, y.expand_as(q_pred), self.loss_function).sum(0).mean()
         random_density = math.log(0.5 ** action.shape[-1])
         cat_q = torch.stack([q_rand - random_density, q_new - logp_new, q_curr - logp_curr], -1)  # [2, N R, 3]
         lse = torch.logsumexp(cat_q / self.temperature, -1) * self.min_q_weight * self.temperature
@@ -372,7 +366,7 @@ class FusedCQLUpdate:
         cql_k = lse.mean(-1) - self.min_q_weight * q_pred.mean(-1)
         loss_cql = cql_k.sum()
         # ---- actor: behaviour cloning, then the SAC actor loss; temperature on the actor's sample
-        a_bc, logp_bc = self._sample(loc, scale)
+        _, logp_bc = self._sample(loc, scale)
         loss_bc = (alpha * logp_bc - self._log_prob(loc, scale, action.to(loc.dtype))).mean()
         a_pi, logp_pi = self._sample(loc, scale)
         q_pi = ensemble_forward(torch.cat([obs, a_pi], -1), [p.detach() for p in self._q], self._q_act)
