@@ -62,6 +62,23 @@ def train_scalars(run_dir: Path) -> Path:
     return next((Path(run_dir) / "logs").iterdir()) / "scalars" / "train"
 
 
+def assert_logged(run_dir: Path, *names: str) -> None:
+    """Assert the run logged each training scalar of ``names`` (a CSV file under :func:`train_scalars`)."""
+    logs = train_scalars(run_dir)
+    for name in names:
+        assert (logs / f"{name}.csv").exists(), name
+
+
+def load_actor(run_dir: Path, algo: str, rl_step: int):
+    """The run's actor as the robustness evaluation loads it (``load_run_actor``), asserting the run is ``algo``'s
+    and the actor is from RL step ``rl_step``."""
+    from tabb_torchrl.robustness import load_run_actor
+
+    actor, cfg, info = load_run_actor(run_dir)
+    assert cfg.algo.name == algo and info["rl_step"] == rl_step
+    return actor
+
+
 def assert_same_states(a, b, *, nan_equal: bool = False) -> dict:
     """Assert two (nested) states hold the same keys and bit-identical leaves: tensors by ``torch.equal``, other
     leaves by ``==``. With ``nan_equal``, NaN counts as equal to NaN (in a tensor, at the same places), for states
@@ -78,6 +95,13 @@ def assert_same_states(a, b, *, nan_equal: bool = False) -> dict:
         else:
             assert va == vb or (nan_equal and va != va and vb != vb), key
     return fa
+
+
+def assert_same_loss_modules(run_dir: Path, other_dir: Path, *, nan_equal: bool = False) -> dict:
+    """Assert the ``loss_module`` states of two runs' checkpoints are bit-identical (:func:`assert_same_states`);
+    returns the first one's, flattened."""
+    return assert_same_states(load_checkpoint(run_dir)["loss_module"], load_checkpoint(other_dir)["loss_module"],
+                              nan_equal=nan_equal)
 
 
 def recipe_args(workdir: Path, algo: str, *extra: str, steps: int = 100, checkpoint_every: int = 40) -> list[str]:

@@ -15,14 +15,8 @@ from tabb_torchrl.data import make_source_target_buffer
 from tabb_torchrl.pipeline.config import ConfigError
 from tabb_torchrl.pipeline.cql import CQL_DEFAULTS, CQLUpdate, make_cql, make_cql_update
 from tabb_torchrl.pipeline.factories import make_rl_buffer
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_actor, load_checkpoint, smoke_run_fixture)
 
 ENV = "tabb/Hopper-morph-v0"
 
@@ -146,13 +140,9 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
     ca = load_checkpoint(full)
     assert sorted(ca["optimizers"]) == ["actor", "alpha", "alpha_prime", "qvalue"]
     assert "log_alpha_prime/" in flatten_state(ca["loss_module"])
-    logs = train_scalars(full)
-    assert (logs / "loss_cql.csv").exists() and (logs / "cql_bc_phase.csv").exists()
+    assert_logged(full, "loss_cql", "cql_bc_phase")
     # the robustness evaluation's loader rebuilds the CQL actor of a run directory
-    from tabb_torchrl.robustness import load_run_actor
-
-    actor, cfg, info = load_run_actor(full)
-    assert cfg.algo.name == "cql" and info["rl_step"] == 100
+    actor = load_actor(full, "cql", 100)
     params = dict(actor.named_parameters())
     torch.testing.assert_close(params["module.0.module.0.0.weight"],
                                ca["loss_module"]["actor_network_params.module.0.module.0.0.weight"])
@@ -161,6 +151,5 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert "log_alpha_prime/" in a

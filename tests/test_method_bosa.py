@@ -27,14 +27,8 @@ from tabb_torchrl.pipeline.td3 import (
     TD3Update,
     make_td3_actor,
 )
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_actor, load_checkpoint, smoke_run_fixture)
 
 ENV = "tabb/Hopper-morph-v0"
 ALGO = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "recipes/config/algo/bosa.yaml"))
@@ -261,12 +255,8 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
     ca = load_checkpoint(smoke_run.run_dir)
     assert sorted(ca["optimizers"]) == ["actor", "qvalue"] and ca["method_prepared"]
     assert any(k.startswith("method.dynamics_vae.") for k in flatten_state(ca["loss_module"]))
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "bosa_mask_ratio.csv").exists() and (logs / "loss_actor.csv").exists()
-    from tabb_torchrl.robustness import load_run_actor
-
-    actor, cfg, info = load_run_actor(smoke_run.run_dir)
-    assert cfg.algo.name == "bosa" and info["rl_step"] == 100
+    assert_logged(smoke_run.run_dir, "bosa_mask_ratio", "loss_actor")
+    actor = load_actor(smoke_run.run_dir, "bosa", 100)
     torch.testing.assert_close(dict(actor.named_parameters())["module.net.0.weight"],
                                ca["loss_module"]["actor.module.net.0.weight"])
 
@@ -274,6 +264,5 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert any(k.startswith("method.dynamics_vae.") for k in a)

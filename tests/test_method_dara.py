@@ -13,14 +13,8 @@ from tabb_torchrl import make_actor, make_latent_qvalue, make_latent_value
 from tabb_torchrl.methods import DARA, METHODS, PooledIQL, SourceRows, make_method
 from tabb_torchrl.methods.dara import LOG_RATIO_COLUMN, classifier_loss, domain_log_ratio, dara_reward
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_checkpoint, smoke_run_fixture)
 
 
 def _rows(log_ratio, reward=None):
@@ -200,13 +194,11 @@ def test_recipe_smoke_run(smoke_run):
     assert "normalized_score" in smoke_run.stdout
     state = flatten_state(load_checkpoint(smoke_run.run_dir)["loss_module"])
     assert any("sas_classifier" in k for k in state)                  # the classifiers are checkpointed
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "dara_log_ratio.csv").exists() and (logs / "dara_clipped.csv").exists()
+    assert_logged(smoke_run.run_dir, "dara_log_ratio", "dara_clipped")
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert any("sas_classifier" in k for k in a)

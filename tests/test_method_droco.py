@@ -21,14 +21,8 @@ from tabb_torchrl.methods.droco import (
     robust_target,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_checkpoint, smoke_run_fixture)
 
 
 def _rows(preds, next_value, reward=None, terminated=None, gamma=0.9):
@@ -250,13 +244,11 @@ def test_recipe_smoke_run(smoke_run):
     assert "normalized_score" in smoke_run.output and "DROCO: ensemble of 7" in smoke_run.output
     state = flatten_state(load_checkpoint(smoke_run.run_dir)["loss_module"])
     assert any("ensemble.weights" in k for k in state)                 # the ensemble is checkpointed
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "droco_penalty.csv").exists() and (logs / "droco_penalized.csv").exists()
+    assert_logged(smoke_run.run_dir, "droco_penalty", "droco_penalized")
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"], nan_equal=True)
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir, nan_equal=True)
     assert any("ensemble.weights" in k for k in a)

@@ -21,13 +21,8 @@ from tabb_torchrl.methods.igdf import (
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
 from tabb_torchrl.objectives.functional import expectile_loss, huber_loss
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_states, kill_and_resume,  # noqa: E402
+                            load_checkpoint, smoke_run_fixture)
 
 
 def _rows(score):
@@ -278,8 +273,7 @@ def test_recipe_smoke_run(smoke_run):
     a = load_checkpoint(smoke_run.run_dir)
     assert a["progress"]["rl_step"] == 100
     assert any(k.startswith("method.encoders.") for k in a["loss_module"])    # checkpointed with the loss
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "kept.csv").exists() and (logs / "igdf_score.csv").exists()
+    assert_logged(smoke_run.run_dir, "kept", "igdf_score")
 
 
 @pytest.mark.slow

@@ -27,14 +27,9 @@ from tabb_torchrl.methods.mobody import (
 from tabb_torchrl.pipeline.backbones import make_mobody
 from tabb_torchrl.pipeline.config import ConfigError
 from tabb_torchrl.pipeline.td3 import MODEL_ROWS, TD3Batch
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, assert_same_states,  # noqa: E402
+                            flatten_state, kill_and_resume, load_actor, load_checkpoint,
+                            smoke_run_fixture)
 
 ENV = "tabb/Hopper-morph-v0"
 ALGO = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "recipes/config/algo/mobody.yaml"))
@@ -294,17 +289,12 @@ def test_recipe_smoke_run_and_the_actor_loads(smoke_run):
     assert sorted(ca["optimizers"]) == ["actor", "qvalue"]
     state = flatten_state(ca["loss_module"])
     assert state["method._extra_state/buffer/observation/"].shape[0] > 0   # the model rows are checkpointed
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "mobody_bc.csv").exists() and (logs / "mobody_model_rows_added.csv").exists()
-    from tabb_torchrl.robustness import load_run_actor
-
-    actor, cfg, info = load_run_actor(smoke_run.run_dir)
-    assert cfg.algo.name == "mobody" and info["rl_step"] == 150
+    assert_logged(smoke_run.run_dir, "mobody_bc", "mobody_model_rows_added")
+    load_actor(smoke_run.run_dir, "mobody", 150)
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_across_a_refresh_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert "method._extra_state/buffer/observation/" in a

@@ -24,14 +24,8 @@ from tabb_torchrl.methods.otdf import (
     transport_deviation,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_checkpoint, smoke_run_fixture)
 
 
 def _angles(degrees):
@@ -319,8 +313,7 @@ def test_recipe_smoke_run(smoke_run):
     summary = json.loads((full / "summary.json").read_text())
     assert summary["algo"] == "otdf" and summary["steps"] == 100 and math.isfinite(summary["normalized_score"])
     assert summary["pretrain_steps"] == {"stage1": 0, "stage2": 0}     # raw features: no latent pre-training
-    scalars = train_scalars(full)
-    assert (scalars / "actor_regularizer.csv").exists() and (scalars / "mean_ot_deviation.csv").exists()
+    assert_logged(full, "actor_regularizer", "mean_ot_deviation")
     state = load_checkpoint(full)["loss_module"]
     assert any("method.deviation" in k for k in flatten_state(state))   # the deviations are checkpointed
 
@@ -332,6 +325,5 @@ def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     assert "OTDF: transport deviations" in run.stopped_output
     assert run.stopped_progress["rl_step"] == 40
     assert "OTDF: transport deviations" not in run.resumed_output   # prepare() ran once
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert any("method.deviation" in k for k in a)

@@ -13,14 +13,8 @@ from tabb_torchrl import make_actor, make_latent_qvalue, make_latent_value
 from tabb_torchrl.methods import METHODS, SRPO, PooledIQL, SourceRows, make_method
 from tabb_torchrl.methods.srpo import discriminator_loss, srpo_bonus, value_labels
 from tabb_torchrl.objectives import CrossDomainIQLLoss, CrossDomainRows
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    flatten_state,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_loss_modules, flatten_state,  # noqa: E402
+                            kill_and_resume, load_checkpoint, smoke_run_fixture)
 
 
 def _constant_output(m: SRPO, value: float):
@@ -198,13 +192,11 @@ def test_recipe_smoke_run(smoke_run):
     state = flatten_state(load_checkpoint(smoke_run.run_dir)["loss_module"])
     # the discriminator and its optimiser's state are checkpointed with the loss module
     assert any("discriminator" in k for k in state) and any("_extra_state/optimizer" in k for k in state)
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "srpo_bonus.csv").exists() and (logs / "srpo_disc_loss.csv").exists()
+    assert_logged(smoke_run.run_dir, "srpo_bonus", "srpo_disc_loss")
 
 
 @pytest.mark.slow
 def test_recipe_kill_and_resume_matches_the_smoke_run(smoke_run):
     run = kill_and_resume(smoke_run, stop_at=70)
-    a = assert_same_states(load_checkpoint(smoke_run.run_dir)["loss_module"],
-                           load_checkpoint(run.run_dir)["loss_module"])
+    a = assert_same_loss_modules(smoke_run.run_dir, run.run_dir)
     assert any("_extra_state/optimizer" in k for k in a)

@@ -20,13 +20,8 @@ from tabb_torchrl.methods.v2a import (
     sparse_ql_value_loss,
 )
 from tabb_torchrl.objectives import CrossDomainIQLLoss
-from recipe_helpers import (  # noqa: E402
-    assert_same_states,
-    kill_and_resume,
-    load_checkpoint,
-    smoke_run_fixture,
-    train_scalars,
-)
+from recipe_helpers import (assert_logged, assert_same_states, kill_and_resume,  # noqa: E402
+                            load_checkpoint, smoke_run_fixture)
 
 TINY = dict(repr_dim=4, hidden_sizes=(8,), z_dim=2, traj_hidden=8, decoder_hidden_sizes=(8,),
             value_hidden_sizes=(8,))
@@ -275,8 +270,7 @@ def test_recipe_smoke_run(smoke_run):
     a = load_checkpoint(smoke_run.run_dir)
     assert a["progress"]["rl_step"] == 100
     assert any(k.startswith("method.traj_encoder.") for k in a["loss_module"])   # checkpointed with the loss
-    logs = train_scalars(smoke_run.run_dir)
-    assert (logs / "v2a_score.csv").exists() and (logs / "kept.csv").exists()
+    assert_logged(smoke_run.run_dir, "v2a_score", "kept")
 
 
 @pytest.mark.slow
