@@ -223,3 +223,11 @@ def test_a_session_ending_mid_prepare_resumes_to_the_same_run(algo, data_root, t
     torch.save(b, tmp_path / "resumed" / "checkpoint.pt")
     again = run(tmp_path / "resumed", "resume=true")
     assert again.complete and again.trainer.progress.rl_step == 10
+
+
+@pytest.mark.parametrize("bad", ["-5", "soon"])
+def test_a_bad_prepare_interval_is_refused_with_the_fix(bad, data_root, tmp_path):
+    from tabb_torchrl.pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"checkpoint.prepare_every_s=.* Fix: e.g. checkpoint.prepare_every_s=300"):
+        _run("bosa", data_root, tmp_path / "run", f"checkpoint.prepare_every_s={bad}")

@@ -201,7 +201,14 @@ class TABBTrainer:
         self.ckpt_path = self.run_dir / _get(cfg, "checkpoint.filename")
         self.max_steps_this_session = _get(cfg, "max_steps_this_session")
         every_s = _get(cfg, "checkpoint.prepare_every_s", 300)
-        self.prepare_every_s = None if every_s is None else float(every_s)
+        try:
+            self.prepare_every_s = None if every_s is None else float(every_s)
+        except (TypeError, ValueError):
+            self.prepare_every_s = -1.0
+        if self.prepare_every_s is not None and not self.prepare_every_s >= 0:
+            raise ConfigError(
+                f"checkpoint.prepare_every_s={every_s!r} is not a number of seconds >= 0. Fix: e.g. "
+                "checkpoint.prepare_every_s=300 (0: at every safe point of a method's pre-training, null: never).")
         seed = int(_get(cfg, "seed"))
         s_pre, s_stage2, s_holdout, s_rl = spawn_seeds(seed, 4)
         self._rl_seed = s_rl
