@@ -542,7 +542,8 @@ def make_agent(algo: str, overrides: Sequence[str] = (), **settings: Any) -> Age
     """An :class:`Agent` of any algorithm of the recipe (``tabb`` gives a :class:`TABB`).
 
     Args:
-        algo: one of :data:`~tabb_torchrl.pipeline.ALGOS` (``tabb``, ``iql_target``, ``cql``, ...).
+        algo: one of :data:`~tabb_torchrl.pipeline.ALGOS` (``tabb``, ``iql_target``, ``cql``, ...) or a named
+            variant (:func:`~tabb_torchrl.pipeline.algo_variants`: ``tabb_plus``, ...).
         overrides: hydra override strings.
         **settings: keyword overrides (see :class:`Agent`).
 

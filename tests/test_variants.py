@@ -413,3 +413,17 @@ def test_a_named_variant_runs_through_the_recipe(workdir):
                 "pretrain.stage2_steps=20", "optim.steps=40", "eval.every=40", "eval.episodes=1", "algo=tabb_gated",
                 f"run_dir={run_dir}"], cwd=workdir)
     assert json.loads((run_dir / "summary.json").read_text())["algo"] == "tabb_gated"
+
+
+def test_python_api_takes_a_named_variant():
+    """make_agent / compose_config accept the algo group's variant files (tabb_realised); unknown names list them."""
+    from tabb_torchrl import make_agent
+    from tabb_torchrl.pipeline.compose import algo_variants
+
+    assert {"tabb_realised", "tabb_gated"} <= set(algo_variants())
+    assert not set(algo_variants()) & {"tabb", "iql_target", "cql"}
+    agent = make_agent("tabb_realised", preset="smoke")
+    assert (agent.config.algo.name, agent.config.algo.variant_of) == ("tabb_realised", "tabb")
+    assert agent.config.loss.source_target == "realised"
+    with pytest.raises(ConfigError, match=r"algo='tabb_rea' is unknown; valid: tabb, .*named variant \(.*tabb_realised"):
+        make_agent("tabb_rea")

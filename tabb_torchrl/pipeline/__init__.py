@@ -68,7 +68,7 @@ from tabb_torchrl.pipeline.runs import (
 )
 from tabb_torchrl.pipeline.trainer import Progress, TABBTrainer
 from tabb_torchrl.pipeline.update import ModularUpdate, make_rl_update
-from tabb_torchrl.pipeline.compose import compose_config
+from tabb_torchrl.pipeline.compose import algo_variants, compose_config
 from tabb_torchrl.pipeline.experiment import build_components, load_run, run_experiment
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "batch_split",
     "build_components",
     "build_summary",
+    "algo_variants",
     "compose_config",
     "config_hash",
     "env_dims",

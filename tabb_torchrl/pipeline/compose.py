@@ -22,6 +22,7 @@ from tabb_torchrl.pipeline.config import ALGOS, ConfigError
 
 __all__ = [
     "CONFIG_PACKAGE",
+    "algo_variants",
     "compose_config",
     "config_dir",
     "config_overrides",
@@ -114,6 +115,19 @@ def _env_id_override(env_id: str) -> str:
     return f"env.id={_format_value(env_id)}"
 
 
+def algo_variants() -> list[str]:
+    """The named variants of the recipe's ``algo`` group: its files that are not in ``ALGOS`` (``tabb_plus``, ...).
+
+    A named variant (``algo.variant_of``, e.g. ``recipes/config/algo/tabb_plus.yaml``) runs its base
+    algorithm's code with other settings; :func:`compose_config` and the recipe accept it as ``algo``.
+
+    Examples:
+        >>> "tabb_realised" in algo_variants(), "tabb" in algo_variants()
+        (True, False)
+    """
+    return sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem not in ALGOS)
+
+
 def config_overrides(algo: str | None = None, overrides: Sequence[str] = (), **settings: Any) -> list[str]:
     """The hydra overrides :func:`compose_config` applies: ``algo=<algo>``, ``overrides``, then ``settings``.
 
@@ -129,8 +143,9 @@ def config_overrides(algo: str | None = None, overrides: Sequence[str] = (), **s
                           f"Fix: overrides=[{overrides!r}].")
     items = [str(o) for o in overrides]
     if algo is not None:
-        if algo not in ALGOS:
-            raise ConfigError(f"algo={algo!r} is unknown; valid: {', '.join(ALGOS)}. Fix: pass one of them.")
+        if algo not in ALGOS and algo not in algo_variants():
+            raise ConfigError(f"algo={algo!r} is unknown; valid: {', '.join(ALGOS)}, or a named variant "
+                              f"({', '.join(algo_variants())}). Fix: pass one of them.")
         items.insert(0, f"algo={algo}")
     return items + overrides_from_settings(settings)
 
@@ -139,7 +154,8 @@ def compose_config(algo: str | None = None, overrides: Sequence[str] = (), **set
     """The recipe's configuration with overrides, as ``python recipes/tabb_offline.py <overrides>`` gets it.
 
     Args:
-        algo: ``algo=<algo>`` (one of :data:`~tabb_torchrl.pipeline.config.ALGOS`); ``None``: the default (tabb).
+        algo: ``algo=<algo>`` (one of :data:`~tabb_torchrl.pipeline.config.ALGOS` or of :func:`algo_variants`);
+            ``None``: the default (tabb).
         overrides: hydra override strings (``"+preset=smoke"``, ``"optim.steps=500"``, ``"env=walker2d_friction"``).
         **settings: more overrides as keyword arguments (see :func:`overrides_from_settings`), applied
             after ``overrides``: ``preset="smoke"``, ``env="walker2d_friction"``, ``optim__steps=500``.
