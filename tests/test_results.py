@@ -91,7 +91,7 @@ def test_markdown_output(grid):
     assert lines[0] == "| task | iql_target | tabb |"
     assert lines[1] == "|---|---|---|"
     assert lines[2] == "| Hopper-morph | 6.0 ± 1.0 (2) | **30.0 ± 21.6 (3)** |"
-    assert lines[3] == "| Walker2d-kinematic | - | **33.0 ± 0.0 (1)** |"
+    assert lines[3] == "| Walker2d-kinematic | - | **33.0 (1)** |"
 
 
 def test_latex_output(grid):

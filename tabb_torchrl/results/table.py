@@ -118,17 +118,21 @@ class CellStats:
         return math.sqrt(sum((v - m) ** 2 for v in self.values) / self.n)
 
     def format(self, digits: int = 1, show_n: bool = True, pm: str = "±") -> str:
-        """``"mean ± std (n)"``, or ``"-"`` for an empty cell.
+        """``"mean ± std (n)"``; ``"mean (1)"`` for one seed (no spread to show); ``"-"`` for an empty cell.
 
         Examples:
             >>> CellStats([1.0, 2.0], [0, 1]).format()
             '1.5 ± 0.5 (2)'
+            >>> CellStats([3.0], [0]).format()
+            '3.0 (1)'
             >>> CellStats().format()
             '-'
         """
         if not self.n:
             return "-"
-        text = f"{self.mean:.{digits}f} {pm} {self.std:.{digits}f}"
+        text = f"{self.mean:.{digits}f}"
+        if self.n > 1:
+            text += f" {pm} {self.std:.{digits}f}"
         return f"{text} ({self.n})" if show_n else text
 
 
@@ -411,7 +415,7 @@ def to_markdown(table: ResultTable, *, digits: int = 1, show_n: bool = True, bol
         >>> print(to_markdown(t, show_n=False, bold_best=True))
         | task | a | b |
         |---|---|---|
-        | E | 1.0 ± 0.0 | **2.0 ± 0.0** |
+        | E | 1.0 | **2.0** |
     """
     lines = ["| task | " + " | ".join(table.algos) + " |", "|---|" + "---|" * len(table.algos)]
     for task in table.tasks:
