@@ -377,6 +377,7 @@ NAMED = {  # algo file: the settings it changes besides algo.name / algo.variant
     "tabb_sq": {"loss.huber_delta": None},
     "tabb_q10": {"loss.num_qvalue_nets": 10},
     "tabb_realised": {"loss.source_target": "realised"},
+    "tabb_plus": {"loss.source_target": "realised"},  # tabb_realised promoted (docs/results/source_study.md)
     "tabb_gated": {"loss.source_target": "gated"},
     "tabb_s2reg": {"pretrain.stage2_reg": 0.1},
     "tabb_residual": {"model.predictor": "residual"},
