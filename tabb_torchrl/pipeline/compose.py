@@ -143,9 +143,10 @@ def config_overrides(algo: str | None = None, overrides: Sequence[str] = (), **s
                           f"Fix: overrides=[{overrides!r}].")
     items = [str(o) for o in overrides]
     if algo is not None:
-        if algo not in ALGOS and algo not in algo_variants():
+        variants = [] if algo in ALGOS else algo_variants()
+        if algo not in ALGOS and algo not in variants:
             raise ConfigError(f"algo={algo!r} is unknown; valid: {', '.join(ALGOS)}, or a named variant "
-                              f"({', '.join(algo_variants())}). Fix: pass one of them.")
+                              f"({', '.join(variants)}). Fix: pass one of them.")
         items.insert(0, f"algo={algo}")
     return items + overrides_from_settings(settings)
 
